@@ -1,0 +1,91 @@
+"""The ``edge-derm`` command line: thin typer sub-apps, one file per command group.
+
+No command module imports TensorFlow at import time (``edge-derm --help`` must start in about
+a second); they import the library lazily inside the command functions.
+Library errors (the EdgeDermError family) become ``error: <message>`` and exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click import exceptions as click_exc
+
+import edge_derm  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from edge_derm import progress
+from edge_derm.errors import EdgeDermError
+
+app = typer.Typer(
+    name="edge-derm",
+    help="Skin-lesion photographs to small, fast, verified on-device classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only results and errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library details to stderr."),
+) -> None:
+    """Skin-lesion photographs to small, fast, verified on-device classifiers."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if quiet:
+        progress.disable()
+    else:
+        from rich.console import Console
+
+        progress.enable(Console(stderr=True))
+
+
+def _register() -> None:
+    from edge_derm.cli import benchmark, convert, data, demo, export, models, predict, report, train
+
+    for module in (data, models, train, convert, predict, benchmark, export, demo, report):
+        module.register(app)
+
+
+_register()
+
+
+def _error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code (also usable from tests)."""
+    try:
+        rv = app(args=argv, prog_name="edge-derm", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _error("aborted")
+        return 130
+    except click_exc.ClickException as exc:
+        exc.show()
+        return 1
+    except EdgeDermError as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where} (check free disk space and permissions)")
+        return 1
+    finally:
+        progress.disable()
+    return rv if isinstance(rv, int) else 0
+
+
+def entry() -> None:  # pragma: no cover - thin wrapper
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Image decoding and resizing without TensorFlow.
+
+This is the only image preprocessing outside the model: the input pipeline (at evaluation),
+the converter's calibration and the runtime all call :func:`load_for_model`, so every stage sees
+the same pixels. Normalisation lives inside the model (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edge_derm.errors import DataError
+
+#: Above this many pixels an image is refused (decompression bombs). 64 MP covers any camera.
+DEFAULT_MAX_PIXELS = 64_000_000
+RESIZE_MODES = ("nearest", "pad")
+
+
+class ImageError(DataError):
+    """A missing, unreadable, truncated, non-image or oversized image file."""
+
+
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3), EXIF orientation applied.
+
+    Grayscale, RGBA / LA (composited on white), palette, CMYK and 16-bit images become RGB.
+
+    Raises:
+        ImageError: missing, unreadable, truncated, non-image or above ``max_pixels``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(f"{path}: {w}x{h} is above the {max_pixels} pixel limit "
+                                     "(possible decompression bomb); downscale it first")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: unreadable or truncated image ({exc})") from exc
+    return rgb
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        gray = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        gray = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+def resize(img: np.ndarray, size: int, mode: str = "nearest") -> np.ndarray:
+    """Resize uint8 RGB to (size, size, 3).
+
+    ``nearest``: nearest-neighbour stretch to the square (the paper's choice).
+    ``pad``: aspect-preserving bilinear resize, centred on black padding.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; use one of {', '.join(RESIZE_MODES)}")
+    h, w = img.shape[:2]
+    if mode == "nearest":
+        # Index arithmetic (not PIL) so the Android app can reproduce it exactly:
+        # source index = floor((dst + 0.5) * src / dst).
+        ys = np.minimum(((np.arange(size) + 0.5) * h / size).astype(np.int64), h - 1)
+        xs = np.minimum(((np.arange(size) + 0.5) * w / size).astype(np.int64), w - 1)
+        return img[ys][:, xs]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR), dtype=np.uint8)
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top:top + nh, left:left + nw] = small
+    return out
+
+
+def load_for_model(path: str | Path, size: int, mode: str = "nearest",
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Load an image as the model's input: float32 RGB (size, size, 3) in [0, 255]."""
+    return resize(load_rgb(path, max_pixels), size, mode).astype(np.float32)

@@ -1,0 +1,144 @@
+"""The manifest: the one dataset form every later stage reads (no TensorFlow).
+
+A dataset folder holds ``manifest.csv`` (``path,label,source_label,source,group,split``; paths
+relative to the dataset root) and ``dataset.json`` (root, taxonomy, classes, counts, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections import Counter
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from edge_derm.errors import DataError
+from edge_derm.fsutil import atomic_write_text, read_json, write_json
+
+COLUMNS = ("path", "label", "source_label", "source", "group", "split")
+SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Record:
+    """One image of a dataset."""
+
+    path: str
+    label: str
+    source_label: str
+    source: str
+    group: str
+    split: str
+
+
+def resolve_under(root: Path, rel: str) -> Path:
+    """Join ``rel`` to ``root``; DataError when the result escapes ``root``."""
+    root = Path(root).resolve()
+    candidate = (root / rel).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise DataError(f"path {rel!r} escapes the dataset root {root}; fix the manifest or CSV entry")
+    return candidate
+
+
+def records_hash(records: Iterable[Record]) -> str:
+    """Content hash of the rows (order independent), used to trace results to data."""
+    h = hashlib.sha256()
+    for row in sorted(astuple(r) for r in records):
+        h.update("\x1f".join(row).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def count_by_class_split(records: Iterable[Record], classes: list[str]) -> dict[str, dict[str, int]]:
+    c = Counter((r.label, r.split) for r in records)
+    return {cls: {s: c.get((cls, s), 0) for s in SPLITS} for cls in classes}
+
+
+class Manifest:
+    """A dataset folder loaded into memory."""
+
+    def __init__(self, dir: Path, info: dict[str, Any], records: list[Record]):
+        self.dir = Path(dir)
+        self.info = info
+        self.records = records
+        self.root = Path(info["root"])
+        if not self.root.is_absolute():
+            self.root = (self.dir / self.root).resolve()
+
+    @classmethod
+    def load(cls, dir: str | Path) -> "Manifest":
+        """Read ``manifest.csv`` and ``dataset.json`` from ``dir``."""
+        dir = Path(dir)
+        csv_path, json_path = dir / "manifest.csv", dir / "dataset.json"
+        if not dir.is_dir():
+            raise DataError(f"dataset folder not found: {dir}; build one with `edge-derm data build`")
+        if not csv_path.is_file() or not json_path.is_file():
+            raise DataError(f"{dir} is not a dataset folder (needs manifest.csv and dataset.json); "
+                            "build one with `edge-derm data build`")
+        try:
+            info = read_json(json_path)
+        except ValueError as exc:
+            raise DataError(f"{json_path}: invalid JSON ({exc}); rebuild the dataset") from exc
+        for key in ("root", "classes"):
+            if key not in info:
+                raise DataError(f"{json_path}: missing key {key!r}; rebuild the dataset")
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
+                                f"expected {','.join(COLUMNS)}")
+            records = [Record(*(row[c] or "" for c in COLUMNS)) for row in reader]
+        classes = set(info["classes"])
+        unknown = sorted({r.label for r in records} - classes)
+        if unknown:
+            raise DataError(f"{csv_path}: labels {unknown} are not in dataset.json classes; rebuild the dataset")
+        return cls(dir, info, records)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+    @property
+    def hash(self) -> str:
+        return self.info.get("hash") or records_hash(self.records)
+
+    def resolve(self, rel: str) -> Path:
+        """Absolute path of a manifest entry; DataError if it escapes the root."""
+        return resolve_under(self.root, rel)
+
+    def subset(self, split: str) -> list[Record]:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        return [r for r in self.records if r.split == split]
+
+    def arrays(self, split: str) -> tuple[list[str], np.ndarray]:
+        """Absolute paths and integer labels (indices into ``classes``) of one split."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        rows = self.subset(split)
+        return [str(self.resolve(r.path)) for r in rows], np.array([index[r.label] for r in rows], dtype=np.int64)
+
+
+def write_manifest(out_dir: Path, records: list[Record], info: dict[str, Any]) -> dict[str, Any]:
+    """Write ``manifest.csv`` and ``dataset.json``; fills counts and hash. Returns the info written."""
+    out_dir = Path(out_dir)
+    classes = list(info["classes"])
+    info = dict(info)
+    info.setdefault("kind", "dataset")
+    info.setdefault("format_version", FORMAT_VERSION)
+    info["counts"] = count_by_class_split(records, classes)
+    info["n_images"] = len(records)
+    info["hash"] = records_hash(records)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([f.name for f in fields(Record)])
+    for r in records:
+        writer.writerow(astuple(r))
+    atomic_write_text(out_dir / "manifest.csv", buf.getvalue())
+    write_json(out_dir / "dataset.json", info)
+    return info
