@@ -13,6 +13,14 @@ from typing import Any, Iterator
 from edge_derm.errors import OutputExistsError
 
 
+def _umask() -> int:
+    # mkdtemp/mkstemp create owner-only (0700/0600) entries; artefacts should get the usual
+    # permissions (0777/0666 minus the umask), like any other file the user creates.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_output_dir(out: Path, force: bool) -> None:
     """Raise OutputExistsError if ``out`` exists (and is not empty) and ``force`` is false."""
     out = Path(out)
@@ -32,6 +40,7 @@ def staged_dir(out: Path, force: bool = False) -> Iterator[Path]:
     check_output_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
@@ -53,6 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -55,6 +55,42 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     return rgb
 
 
+def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Check that an image file decodes, cheaper than :func:`load_rgb`; returns its (width, height).
+
+    JPEGs are decoded at 1/8 scale (libjpeg's DCT scaling still reads the whole stream, so
+    truncation is caught at a fraction of the cost); PNGs are verified chunk by chunk (CRC
+    checks catch truncation and corruption without inflating); other formats are decoded in full.
+
+    Raises:
+        ImageError: missing, unreadable, truncated, non-image or above ``max_pixels``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageError(f"{path}: {w}x{h} is above the {max_pixels} pixel limit "
+                                     "(possible decompression bomb); downscale it first")
+                if im.format == "PNG":
+                    im.verify()  # walks every chunk and checks its CRC, without inflating
+                else:
+                    if im.format == "JPEG":
+                        im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                    im.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: unreadable or truncated image ({exc})") from exc
+    return w, h
+
+
 def _to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)

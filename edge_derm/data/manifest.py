@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 from collections import Counter
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -38,8 +39,10 @@ class Record:
 
 def resolve_under(root: Path, rel: str) -> Path:
     """Join ``rel`` to ``root``; DataError when the result escapes ``root``."""
-    root = Path(root).resolve()
-    candidate = (root / rel).resolve()
+    # Lexical check (abspath folds "..") rather than resolve(): datasets often sit behind
+    # symlinks, and a symlink placed inside the root is the user's choice, not an escape.
+    root = Path(os.path.abspath(root))
+    candidate = Path(os.path.abspath(root / rel))
     if candidate != root and root not in candidate.parents:
         raise DataError(f"path {rel!r} escapes the dataset root {root}; fix the manifest or CSV entry")
     return candidate
