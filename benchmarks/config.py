@@ -1,0 +1,147 @@
+"""``BenchmarkConfig``: what one ``edge-derm benchmark`` run measures, validated up front."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_derm.errors import ConfigError
+
+DEVICES = ("cpu", "android")
+SPLITS = ("train", "val", "test")
+GLOBAL_METRICS = ("accuracy", "macro_f1", "weighted_f1")  # those compare_metrics gives deltas for
+CLASS_METRICS = ("sensitivity", "precision", "f1")
+CPU_MASK = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Largest allowed drop of one metric against the reference, in percentage points.
+
+    Attributes:
+        metric: ``accuracy``, ``macro_f1``, ``weighted_f1``, or a per-class
+            ``sensitivity``, ``precision``, ``f1``.
+        cls: the class of a per-class metric (``*`` = every class); None for the others.
+        max_drop: allowed drop in points (1.0 = one percentage point).
+    """
+
+    metric: str
+    cls: str | None
+    max_drop: float
+
+    @property
+    def key(self) -> str:
+        return self.metric if self.cls is None else f"{self.metric}:{self.cls}"
+
+    @classmethod
+    def parse(cls, spec: str) -> "Gate":
+        """Parse ``macro_f1=1.0`` or ``sensitivity:MM=2.0``; ConfigError says what to type instead."""
+        hint = "use e.g. --max-drop macro_f1=1.0 or --max-drop sensitivity:MM=2.0 (points)"
+        name, sep, value = spec.partition("=")
+        name = name.strip()
+        try:
+            drop = float(value)
+        except ValueError:
+            drop = float("nan")
+        if not sep or not name or not drop >= 0:  # also rejects NaN
+            raise ConfigError(f"--max-drop {spec!r} is not METRIC=POINTS with POINTS >= 0; {hint}")
+        metric, colon, klass = name.partition(":")
+        if colon:
+            if metric not in CLASS_METRICS or not klass:
+                raise ConfigError(f"--max-drop {spec!r}: per-class metrics are {', '.join(CLASS_METRICS)} "
+                                  f"followed by :CLASS; {hint}")
+            return cls(metric, klass, drop)
+        if metric not in GLOBAL_METRICS:
+            raise ConfigError(f"--max-drop {spec!r}: unknown metric {metric!r}; choose from "
+                              f"{', '.join(GLOBAL_METRICS)} or {'/'.join(CLASS_METRICS)}:CLASS; {hint}")
+        return cls(metric, None, drop)
+
+
+@dataclass
+class BenchmarkConfig:
+    """One benchmark run.
+
+    Attributes:
+        models: .tflite files, or convert / run folders holding them.
+        data: dataset folder (``manifest.csv`` + ``dataset.json``) for accuracy; None = latency only.
+        split: the dataset split to score.
+        device: ``cpu`` (this machine, in-process) or ``android`` (phones over adb).
+        threads: thread counts; one row per (model, device, threads).
+        warmup: untimed runs before timing.
+        runs: timed runs.
+        reference: the model deltas are taken against; default the fp32 model of the set.
+        gates: largest allowed drops against the reference.
+        serials: adb serials (android); empty = the only connected device.
+        benchmark_binary: LiteRT ``benchmark_model`` built for the phone (android).
+        use_gpu: run with the GPU delegate (android).
+        use_nnapi: run with the NNAPI delegate (android).
+        cpu_mask: ``taskset`` hex mask, e.g. ``f0`` for the big cores (android).
+        timeout: seconds allowed for one benchmark_model run (android).
+        adb: the adb executable.
+        eval_threads: interpreter threads for host-side accuracy (None: the largest of ``threads``).
+    """
+
+    models: list[Path]
+    data: Path | None = None
+    split: str = "test"
+    device: str = "cpu"
+    threads: list[int] = field(default_factory=lambda: [1])
+    warmup: int = 5
+    runs: int = 30
+    reference: Path | None = None
+    gates: list[Gate] = field(default_factory=list)
+    serials: list[str] = field(default_factory=list)
+    benchmark_binary: Path | None = None
+    use_gpu: bool = False
+    use_nnapi: bool = False
+    cpu_mask: str | None = None
+    timeout: float = 600.0
+    adb: str = "adb"
+    eval_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        self.models = [Path(m) for m in self.models]
+        if not self.models:
+            raise ConfigError("no models given; pass .tflite files or a convert folder")
+        self.data = Path(self.data) if self.data is not None else None
+        self.reference = Path(self.reference) if self.reference is not None else None
+        self.benchmark_binary = Path(self.benchmark_binary) if self.benchmark_binary is not None else None
+        self.gates = [Gate.parse(g) if isinstance(g, str) else g for g in self.gates]
+        self.threads = [int(t) for t in self.threads]
+        if self.split not in SPLITS:
+            raise ConfigError(f"--split {self.split!r} is unknown; use one of {', '.join(SPLITS)}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device {self.device!r} is unknown; use one of {', '.join(DEVICES)}")
+        if not self.threads or any(t < 1 for t in self.threads):
+            raise ConfigError(f"--threads {self.threads} must be positive integers, e.g. --threads 1,2,4")
+        self.threads = list(dict.fromkeys(self.threads))
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup {self.warmup} must be 0 or more")
+        if self.runs < 1:
+            raise ConfigError(f"--runs {self.runs} must be 1 or more")
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout {self.timeout} must be a positive number of seconds")
+        if self.device == "android":
+            if self.benchmark_binary is None:
+                raise ConfigError("--device android needs --benchmark-binary PATH (LiteRT's benchmark_model "
+                                  "for android_arm64)")
+            if self.use_gpu and self.use_nnapi:
+                raise ConfigError("choose one of --use-gpu and --use-nnapi")
+            if self.cpu_mask is not None and not CPU_MASK.match(self.cpu_mask):
+                raise ConfigError(f"--cpu-mask {self.cpu_mask!r} is not a hex CPU mask; use e.g. f0 for CPUs 4-7")
+        else:
+            android_only = [name for name, on in (("--serial", bool(self.serials)),
+                                                  ("--benchmark-binary", self.benchmark_binary is not None),
+                                                  ("--use-gpu", self.use_gpu), ("--use-nnapi", self.use_nnapi),
+                                                  ("--cpu-mask", self.cpu_mask is not None)) if on]
+            if android_only:
+                raise ConfigError(f"{', '.join(android_only)} only apply to --device android")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (saved into results.json)."""
+        d = asdict(self)
+        d["gates"] = {g.key: g.max_drop for g in self.gates}
+        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k == "models" else v)
+                for k, v in d.items()}

@@ -1,0 +1,412 @@
+"""The benchmark: one row per (model, device, threads), with status, accuracy, deltas and latency.
+
+Per-class figures come from ``edge_derm.evaluation.compute_metrics`` (the evaluator training
+uses). The .tflite path imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge_derm import progress
+from edge_derm.benchmarks.config import BenchmarkConfig, Gate
+from edge_derm.benchmarks.latency import PeakMemory, cpu_latency, open_model
+from edge_derm.errors import ConfigError, DataError, DeviceError, ModelError
+
+_log = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")
+EVAL_BATCH = 16
+
+OK = "ok"
+FAILED_VALIDATION = "failed validation"
+FAILED_LOAD = "failed to load"
+FAILED_RUN = "failed to run"
+
+
+@dataclass
+class ModelEntry:
+    """One .tflite of the set, checked and described before anything runs."""
+
+    path: Path
+    name: str
+    quantization: str = "unknown"
+    status: str = OK
+    reason: str = ""
+    size_mb: float = 0.0
+    input_size: int | None = None
+    resize_mode: str = "nearest"
+    labels: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+    probs: np.ndarray | None = None
+
+
+@dataclass
+class EvalSet:
+    """Labelled images to score: ``loader(path, size, mode)`` returns float32 (S, S, 3) in [0, 255]."""
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    loader: Callable[[str, int, str], np.ndarray]
+    triage: dict[str, str] | None = None
+    source: str = ""
+
+    @classmethod
+    def from_manifest(cls, data_dir: Path, split: str) -> "EvalSet":
+        """The ``split`` of a dataset folder (DataError when absent or empty)."""
+        from edge_derm.data.images import load_for_model
+        from edge_derm.data.manifest import Manifest
+
+        manifest = Manifest.load(data_dir)
+        paths, labels = manifest.arrays(split)
+        if not paths:
+            raise DataError(f"{data_dir} has no {split!r} images; choose another --split")
+        triage = None
+        try:
+            from edge_derm.data.taxonomy import load_taxonomy
+
+            triage = dict(load_taxonomy(manifest.info.get("taxonomy", "native")).triage) or None
+        except Exception as exc:  # noqa: BLE001 - triage is optional decoration of the figures
+            _log.info("no triage groups for %s: %s", data_dir, exc)
+        return cls(paths, labels, manifest.classes, load_for_model, triage, f"{data_dir} ({split}, hash {manifest.hash})")
+
+
+@dataclass
+class BenchmarkResult:
+    """Rows and gate failures of one run (``config`` as given)."""
+
+    rows: list[dict[str, Any]]
+    config: BenchmarkConfig
+    gate_failures: list[str] = field(default_factory=list)
+    devices: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- the set of models -------------------------------------------------------------------------
+
+def resolve_models(items: list[Path]) -> list[Path]:
+    """Expand folders (convert output, or a run folder holding one) into their .tflite files."""
+    out: list[Path] = []
+    for item in items:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(item.glob("*.tflite")) or sorted(item.glob("*/*.tflite"))
+            if not found:
+                raise ModelError(f"no .tflite files in {item}; run 'edge-derm convert' first or pass the files")
+            out += found
+        elif item.is_file():
+            out.append(item)
+        else:
+            raise ModelError(f"model {item} not found; pass .tflite files or a convert folder")
+    unique = list(dict.fromkeys(p.resolve() for p in out))
+    return unique
+
+
+def _quantization(path: Path, meta: dict, info: Any) -> str:
+    if meta.get("quantization"):
+        return str(meta["quantization"])
+    m = re.search(r"\.(\w+)\.tflite$", path.name)
+    if m and m.group(1) in QUANTIZATIONS:
+        return m.group(1)
+    if info is None:
+        return "unknown"
+    dtypes = {t.dtype for t in info.tensors}
+    if "float16" in dtypes:
+        return "fp16"
+    if info.input_tensors[0].dtype in ("uint8", "int8"):
+        return "int8"
+    return "dynamic" if dtypes & {"int8", "uint8"} else "fp32"
+
+
+def describe(path: Path, name: str) -> ModelEntry:
+    """Validate and open one model; failures become the entry's status, not exceptions."""
+    from edge_derm.runtime import validate_tflite
+
+    entry = ModelEntry(path=path, name=name, size_mb=path.stat().st_size / 1e6 if path.exists() else 0.0)
+    try:
+        info = validate_tflite(path)
+    except ModelError as exc:
+        entry.status, entry.reason = FAILED_VALIDATION, str(exc)
+        entry.quantization = _quantization(path, {}, None)
+        return entry
+    try:
+        model = open_model(path, 1)
+    except ModelError as exc:
+        entry.status, entry.reason = FAILED_LOAD, str(exc)
+        entry.quantization = _quantization(path, {}, info)
+        return entry
+    entry.quantization = _quantization(path, model.metadata, info)
+    entry.input_size, entry.resize_mode, entry.labels = model.input_size, model.resize_mode, list(model.labels)
+    return entry
+
+
+def _display_names(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.parent.name}/{p.name}" for p in paths]
+    return names
+
+
+# -- accuracy --------------------------------------------------------------------------------
+
+def _column_order(entry: ModelEntry, classes: list[str]) -> list[int] | None:
+    """Indices mapping the model's outputs to the dataset's classes; None when they cannot be matched."""
+    labels = entry.labels
+    if labels == classes:
+        return list(range(len(classes)))
+    if sorted(labels) == sorted(classes):
+        return [labels.index(c) for c in classes]
+    if len(labels) == len(classes) and all(re.fullmatch(r"class_\d+", x) for x in labels):
+        _log.warning("%s carries no labels; assuming the dataset's class order", entry.name)
+        return list(range(len(classes)))
+    return None
+
+
+def evaluate(entries: list[ModelEntry], data: EvalSet, threads: int) -> int:
+    """Fill ``probs`` and ``metrics`` of every loadable entry; returns how many images were unreadable.
+
+    Images are loaded once per (input size, resize mode) batch and fed to every model of that group,
+    so memory stays one batch and decoding is not repeated per variant.
+    """
+    from edge_derm.evaluation import compute_metrics
+
+    groups: dict[tuple[int, str], list[tuple[ModelEntry, Any, list[int]]]] = {}
+    for e in entries:
+        if e.status != OK:
+            continue
+        order = _column_order(e, data.classes)
+        if order is None:
+            e.status, e.reason = FAILED_VALIDATION, (f"model labels {e.labels} do not match the dataset's "
+                                                     f"classes {data.classes}; benchmark it on its own dataset")
+            continue
+        try:
+            model = open_model(e.path, threads)
+        except ModelError as exc:
+            e.status, e.reason = FAILED_LOAD, str(exc)
+            continue
+        groups.setdefault((e.input_size, e.resize_mode), []).append((e, model, order))
+    bad: set[int] = set()
+    for (size, mode), members in groups.items():
+        outs = {id(e): np.full((len(data.paths), len(data.classes)), np.nan, np.float32) for e, _, _ in members}
+        starts = range(0, len(data.paths), EVAL_BATCH)
+        for start in progress.track(starts, f"scoring {len(members)} model(s) at {size} px", total=len(starts)):
+            idx, imgs = [], []
+            for i in range(start, min(start + EVAL_BATCH, len(data.paths))):
+                try:
+                    imgs.append(data.loader(data.paths[i], size, mode))
+                    idx.append(i)
+                except DataError as exc:
+                    if i not in bad:
+                        _log.warning("skipping unreadable image: %s", exc)
+                    bad.add(i)
+            if not imgs:
+                continue
+            batch = np.stack(imgs)
+            for e, model, order in members:
+                outs[id(e)][idx] = model.predict(batch)[:, order]
+        for e, _, _ in members:
+            e.probs = outs[id(e)]
+    keep = np.array([i not in bad for i in range(len(data.paths))], dtype=bool)
+    if not keep.any():
+        raise DataError(f"none of the {len(data.paths)} images of {data.source or 'the dataset'} could be read")
+    for members in groups.values():
+        for e, _, _ in members:
+            e.probs = e.probs[keep]
+            e.metrics = compute_metrics(data.labels[keep], e.probs, data.classes, triage=data.triage)
+    return len(bad)
+
+
+def pick_reference(entries: list[ModelEntry], entry: ModelEntry, explicit: ModelEntry | None) -> ModelEntry | None:
+    """The reference of ``entry``: ``explicit``, else the fp32 model beside it, else the only fp32 model."""
+    if explicit is not None:
+        return explicit
+    fp32 = [e for e in entries if e.quantization == "fp32" and e.metrics is not None]
+    beside = [e for e in fp32 if e.path.parent == entry.path.parent]
+    if len(beside) == 1:
+        return beside[0]
+    return fp32[0] if len(fp32) == 1 else None
+
+
+# -- gates -----------------------------------------------------------------------------------
+
+def check_gate_classes(gates: list[Gate], classes: list[str]) -> None:
+    """DataError for a per-class gate naming a class the dataset does not have."""
+    for g in gates:
+        if g.cls not in (None, "*") and g.cls not in classes:
+            raise DataError(f"--max-drop {g.key}: class {g.cls!r} is not in the dataset ({', '.join(classes)})")
+
+
+def check_gates(rows: list[dict[str, Any]], gates: list[Gate], classes: list[str]) -> list[str]:
+    """One message per (row, gate) whose drop exceeds the allowance; ``[]`` when every gate holds."""
+    check_gate_classes(gates, classes)
+    failures: list[str] = []
+    for row in rows:
+        # the label is how `edge-derm report` finds a row's failures (docs/ARCHITECTURE.md)
+        label = f"{row['model']} ({row['device']}, {row['threads']} threads)"
+        before = len(failures)
+        row["gate_passed"] = False
+        if row["status"] != OK or row.get("metrics") is None:
+            failures.append(f"{label}: no figures to gate ({row['status']})")
+            continue
+        deltas = row.get("deltas")
+        if deltas is None:
+            failures.append(f"{label}: no reference to gate against; pass --reference MODEL")
+            continue
+        for g in gates:
+            if g.cls is None:
+                checks = [(g.key, deltas.get(g.metric))]
+            else:
+                names = classes if g.cls == "*" else [g.cls]
+                checks = [(f"{g.metric}:{c}", deltas["per_class"].get(c, {}).get(g.metric)) for c in names]
+            for key, delta in checks:
+                if delta is None:  # undefined on either side (e.g. no test images of the class)
+                    continue
+                drop = -100.0 * delta
+                if drop > g.max_drop + 1e-9:
+                    failures.append(f"{label}: {key} dropped {drop:.2f} points against {row['reference']} "
+                                    f"(allowed {g.max_drop:g})")
+        row["gate_passed"] = len(failures) == before
+    return failures
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+def run_benchmark(config: BenchmarkConfig, data: EvalSet | None = None) -> BenchmarkResult:
+    """Run the benchmark ``config`` describes.
+
+    Args:
+        config: what to measure.
+        data: the labelled images (default: ``config.data``'s split; None and no ``config.data`` =
+            latency only).
+
+    Raises:
+        ModelError, DataError, DeviceError, ConfigError: one-line problems with the inputs or device.
+    """
+    if config.gates and data is None and config.data is None:
+        raise ConfigError("--max-drop needs accuracy figures; pass the test dataset with --data DIR")
+    paths = resolve_models(config.models)
+    entries = [describe(p, n) for p, n in zip(paths, _display_names(paths))]
+    ref_entry: ModelEntry | None = None
+    if config.reference is not None:
+        ref_path = resolve_models([config.reference])[0]
+        ref_entry = next((e for e in entries if e.path == ref_path), None)
+        if ref_entry is None:
+            ref_entry = describe(ref_path, f"{ref_path.name} (reference)")
+        if ref_entry.status != OK:
+            raise ModelError(f"--reference {config.reference}: {ref_entry.reason}")
+    if data is None and config.data is not None:
+        data = EvalSet.from_manifest(config.data, config.split)
+    unreadable = 0
+    if data is not None:
+        check_gate_classes(config.gates, data.classes)  # before minutes of measuring
+        scored = entries + ([ref_entry] if ref_entry is not None and ref_entry not in entries else [])
+        unreadable = evaluate(scored, data, config.eval_threads or max(config.threads))
+        if ref_entry is not None and ref_entry.metrics is None:
+            raise ModelError(f"--reference {config.reference}: {ref_entry.reason or 'could not be scored'}")
+
+    from edge_derm.evaluation.metrics import compare_metrics
+
+    accuracy_cols: dict[int, dict[str, Any]] = {}
+    for e in entries:
+        ref = pick_reference(entries, e, ref_entry) if e.metrics is not None else None
+        cols: dict[str, Any] = {"metrics": e.metrics, "reference": None, "deltas": None, "disagreement": None}
+        if ref is not None and ref.metrics is not None:
+            cols["reference"] = ref.name
+            cols["deltas"] = compare_metrics(e.metrics, ref.metrics)
+            cols["disagreement"] = float(np.mean(e.probs.argmax(1) != ref.probs.argmax(1)))
+        accuracy_cols[id(e)] = cols
+
+    rows: list[dict[str, Any]] = []
+    devices: list[dict[str, Any]] = []
+    if config.device == "cpu":
+        from edge_derm.benchmarks.flops import cpu_info
+
+        info = cpu_info()
+        device_info = {"device": "cpu", "model": info["model"], "cores": info["cores"], "mhz": info["mhz"]}
+        devices.append(device_info)
+        for e in progress.track(entries, "timing on this CPU"):
+            for threads in config.threads:
+                rows.append(_cpu_row(e, threads, config, accuracy_cols[id(e)]))
+    else:
+        rows, devices = _android_rows(entries, config, accuracy_cols)
+    for row in rows:
+        row["unreadable_images"] = unreadable
+        row["data"] = data.source if data is not None else None
+    failures = check_gates(rows, config.gates, data.classes) if config.gates and data is not None else []
+    return BenchmarkResult(rows, config, failures, devices)
+
+
+def _base_row(e: ModelEntry, device: str, threads: int, acc: dict[str, Any]) -> dict[str, Any]:
+    return {"model": e.name, "path": str(e.path), "format": "tflite", "quantization": e.quantization,
+            "device": device, "threads": threads, "status": e.status, "reason": e.reason,
+            "size_mb": e.size_mb, "input_size": e.input_size, "accuracy_source": "host",
+            "latency_median_ms": None, "latency_p90_ms": None, "latency_min_ms": None, "latency_mean_ms": None,
+            "images_per_s": None, "peak_memory_mb": None, **acc}
+
+
+def _cpu_row(e: ModelEntry, threads: int, config: BenchmarkConfig, acc: dict[str, Any]) -> dict[str, Any]:
+    row = _base_row(e, "cpu", threads, acc)
+    if e.status != OK:
+        return row
+    try:
+        with PeakMemory() as mem:
+            model = open_model(e.path, threads)
+            stats = cpu_latency(e.path, threads, config.warmup, config.runs, interp=model.interpreter)
+    except (ModelError, RuntimeError, ValueError) as exc:
+        row["status"], row["reason"] = FAILED_RUN, str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        return row
+    row.update(latency_median_ms=stats.median_ms, latency_p90_ms=stats.p90_ms, latency_min_ms=stats.min_ms,
+               latency_mean_ms=stats.mean_ms, images_per_s=stats.images_per_s, peak_memory_mb=mem.delta_mb,
+               runs=stats.runs)
+    return row
+
+
+def _android_rows(entries: list[ModelEntry], config: BenchmarkConfig,
+                  accuracy_cols: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from edge_derm.benchmarks.android import Adb, AndroidBenchmark, AndroidOptions, BenchmarkRunFailed
+
+    adb = Adb(config.adb)
+    serials = adb.select(config.serials)
+    options = AndroidOptions(binary=config.benchmark_binary, use_gpu=config.use_gpu, use_nnapi=config.use_nnapi,
+                             cpu_mask=config.cpu_mask, timeout=config.timeout)
+    delegate = "gpu" if config.use_gpu else "nnapi" if config.use_nnapi else "xnnpack"
+    rows, devices = [], []
+    for serial in serials:  # one after another: phones share the host's USB bus and our attention
+        bench = AndroidBenchmark(adb, serial, options)
+        info = dict(bench.prepare())
+        info["thermal_before"] = adb.thermal_status(serial)
+        device_rows = []
+        try:
+            for e in progress.track(entries, f"timing on {info.get('model') or serial}"):
+                for threads in config.threads:
+                    row = _base_row(e, f"android:{serial}", threads, accuracy_cols[id(e)])
+                    row.update(delegate=delegate, cpu_mask=config.cpu_mask, device_model=info.get("model"),
+                               soc=info.get("soc"), android=info.get("android"))
+                    if e.status == OK:
+                        try:
+                            t = bench.run(e.path, threads, config.warmup, config.runs)
+                        except BenchmarkRunFailed as exc:
+                            row["status"], row["reason"] = FAILED_RUN, str(exc)
+                        else:
+                            ms = t.median_ms if t.median_ms is not None else t.avg_ms
+                            row.update(latency_median_ms=t.median_ms, latency_p90_ms=None, latency_min_ms=t.min_ms,
+                                       latency_mean_ms=t.avg_ms, images_per_s=1000.0 / ms if ms else None,
+                                       peak_memory_mb=t.peak_memory_mb, runs=t.runs, device_timings=t.as_dict())
+                    device_rows.append(row)
+        finally:
+            try:
+                bench.cleanup()
+            except DeviceError as exc:  # never mask the first fault with a cleanup one
+                _log.warning("cleanup on %s failed: %s", serial, exc)
+        info["thermal_after"] = adb.thermal_status(serial)
+        for row in device_rows:
+            row["thermal_before"], row["thermal_after"] = info["thermal_before"], info["thermal_after"]
+        rows += device_rows
+        devices.append({"device": f"android:{serial}", **info})
+    return rows, devices

@@ -1,0 +1,179 @@
+"""Benchmark output: results.csv, results.json, plots, and the rows of the on-screen table.
+
+Everything here is rendered from the rows; nothing is measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from edge_derm import provenance
+from edge_derm.benchmarks.harness import OK, BenchmarkResult
+from edge_derm.errors import DataError
+from edge_derm.fsutil import atomic_write_text, staged_dir, write_json
+
+_log = logging.getLogger(__name__)
+
+BASE_COLUMNS = ("model", "quantization", "format", "device", "threads", "status", "reason", "size_mb",
+                "input_size", "accuracy", "macro_f1", "weighted_f1", "delta_accuracy", "delta_macro_f1",
+                "delta_weighted_f1", "disagreement", "reference", "accuracy_source", "latency_median_ms",
+                "latency_p90_ms", "latency_min_ms", "latency_mean_ms", "images_per_s", "peak_memory_mb",
+                "delegate", "cpu_mask", "device_model", "soc", "android", "thermal_before", "thermal_after",
+                "unreadable_images", "path")
+CLASS_METRICS = ("sensitivity", "precision", "f1")
+
+
+def flat_row(row: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    """One CSV row: the scalar fields plus ``<metric>:<class>`` and ``delta_<metric>:<class>`` columns."""
+    m, d = row.get("metrics") or {}, row.get("deltas") or {}
+    out = {k: row.get(k) for k in BASE_COLUMNS}
+    for k in ("accuracy", "macro_f1", "weighted_f1"):
+        out[k] = m.get(k)
+        out[f"delta_{k}"] = d.get(k)
+    for c in classes:
+        pc, dc = (m.get("per_class") or {}).get(c, {}), (d.get("per_class") or {}).get(c, {})
+        for k in CLASS_METRICS:
+            out[f"{k}:{c}"] = pc.get(k)
+        for k in CLASS_METRICS:
+            out[f"delta_{k}:{c}"] = dc.get(k)
+    return out
+
+
+def row_classes(rows: list[dict[str, Any]]) -> list[str]:
+    """The class list of the rows' metrics (first row that has one)."""
+    for row in rows:
+        if row.get("metrics"):
+            return list(row["metrics"]["classes"])
+    return []
+
+
+def results_csv(rows: list[dict[str, Any]]) -> str:
+    classes = row_classes(rows)
+    flat = [flat_row(r, classes) for r in rows]
+    buf = io.StringIO()
+    columns = list(flat[0]) if flat else list(BASE_COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in flat:
+        writer.writerow({k: "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def results_json(result: BenchmarkResult) -> dict[str, Any]:
+    return {"kind": "benchmark", "format_version": 1, "rows": result.rows, "config": result.config.as_dict(),
+            "devices": result.devices, "gates": {"passed": not result.gate_failures, "failures": result.gate_failures},
+            "versions": provenance.versions()}
+
+
+def write_results(out: Path, result: BenchmarkResult, force: bool = False) -> list[Path]:
+    """Write ``results.csv``, ``results.json`` and the plots into ``out`` (atomically; --force to replace)."""
+    with staged_dir(out, force) as tmp:
+        atomic_write_text(tmp / "results.csv", results_csv(result.rows))
+        write_json(tmp / "results.json", results_json(result))
+        written = write_plots(tmp, result.rows)
+    return [out / "results.csv", out / "results.json"] + [out / p.name for p in written]
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+def write_plots(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """Latency vs macro F1, per-class F1 per variant, per-class sensitivity deltas (those with data)."""
+    written: list[Path] = []
+    ok = [r for r in rows if r["status"] == OK and r.get("metrics")]
+    if not ok:
+        return written
+    from edge_derm.evaluation.plots import plot_latency_f1
+
+    points = [{"label": f"{r['model']}", "latency_ms": r["latency_median_ms"] or r["latency_mean_ms"],
+               "macro_f1": r["metrics"]["macro_f1"], "group": f"{r['device']}, {r['threads']} thr",
+               "size_bytes": r["size_mb"] * 1e6} for r in ok]
+    try:
+        plot_latency_f1(points, out / "latency_vs_macro_f1.png", title="Latency vs macro F1")
+        written.append(out / "latency_vs_macro_f1.png")
+    except DataError as exc:
+        _log.info("no latency plot: %s", exc)
+    # accuracy does not depend on the device or thread count: one bar group per model
+    per_model = list({r["model"]: r for r in ok}.values())
+    classes = row_classes(per_model)
+    _bars(out / "per_class_f1.png", per_model, classes, lambda r, c: r["metrics"]["per_class"][c]["f1"],
+          "F1 per class", "F1")
+    written.append(out / "per_class_f1.png")
+    with_delta = [r for r in per_model if r.get("deltas") and r["reference"] != r["model"]]
+    if with_delta:
+        _bars(out / "sensitivity_deltas.png", with_delta, classes,
+              lambda r, c: _points(r["deltas"]["per_class"].get(c, {}).get("sensitivity")),
+              "Sensitivity change against the reference", "points")
+        written.append(out / "sensitivity_deltas.png")
+    return written
+
+
+def _points(delta: float | None) -> float | None:
+    return None if delta is None else 100.0 * delta
+
+
+def _bars(path: Path, rows: list[dict[str, Any]], classes: list[str], value, title: str, ylabel: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(rows))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(classes) + 2), 4.5))
+    try:
+        for i, r in enumerate(rows):
+            vals = [value(r, c) for c in classes]
+            xs = [k + (i - (n - 1) / 2) * width for k in range(len(classes))]
+            ax.bar(xs, [0.0 if v is None else v for v in vals], width, label=r["model"], color=f"C{i % 10}")
+        ax.set_xticks(range(len(classes)))
+        ax.set_xticklabels(classes, rotation=30, ha="right")
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+# -- table -----------------------------------------------------------------------------------
+
+# short headers: the table must fit a 120-column terminal; the files carry every field in full
+TABLE_COLUMNS = ("model", "quant", "device", "status", "MB", "acc%", "F1", "ΔF1", "diff%", "ms", "p90", "img/s",
+                 "peakMB")
+_SHORT_STATUS = {"failed validation": "invalid", "failed to load": "no load", "failed to run": "run fail"}
+
+
+def failure_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct (model, device, reason) of rows that did not run (shown under the table)."""
+    notes = [f"{r['model']} ({r['device']}): {r['status']}: {r['reason']}" for r in rows if r["status"] != OK]
+    return list(dict.fromkeys(notes))
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The on-screen table's cells, rendered from the rows (failure reasons go to :func:`failure_notes`)."""
+    def num(v: Any, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    def ms(v: Any) -> str:  # 3 significant digits from tiny test models to 3-second phones
+        return "" if v is None else f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+    out = []
+    for r in rows:
+        m, d = r.get("metrics") or {}, r.get("deltas") or {}
+        status = _SHORT_STATUS.get(r["status"], r["status"])
+        name = r["model"][:-len(".tflite")] if r["model"].endswith(".tflite") else r["model"]
+        acc = m.get("accuracy")
+        dis = r.get("disagreement")
+        out.append([name, r["quantization"], f"{r['device']} {r['threads']}t", status, num(r["size_mb"], ".2f" if r["size_mb"] >= 0.1 else ".1e"),
+                    num(None if acc is None else 100 * acc, ".1f"), num(m.get("macro_f1"), ".3f"),
+                    num(None if d.get("macro_f1") is None else 100 * d["macro_f1"], "+.2f"),
+                    num(None if dis is None else 100 * dis, ".1f"),
+                    ms(r["latency_median_ms"] if r["latency_median_ms"] is not None else r["latency_mean_ms"]),
+                    ms(r["latency_p90_ms"]), num(r["images_per_s"], ".0f"), num(r["peak_memory_mb"], ".1f")])
+    return out

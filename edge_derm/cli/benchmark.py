@@ -1,0 +1,97 @@
+"""CLI: ``edge-derm benchmark`` (latency and per-class accuracy of .tflite variants, CPU or Android)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    android = "android"
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+def _threads(value: str) -> list[int]:
+    try:
+        threads = [int(t) for t in value.split(",") if t.strip()]
+    except ValueError:
+        threads = []
+    if not threads or any(t < 1 for t in threads):
+        raise typer.BadParameter(f"{value!r} is not a list of positive thread counts; use e.g. --threads 1,2,4",
+                                 param_hint="--threads")
+    return threads
+
+
+def benchmark(
+    models: List[Path] = typer.Argument(..., metavar="MODELS...", help=".tflite files, or convert/run folders holding them."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder to score accuracy on (latency only without it)."),
+    split: Split = typer.Option(Split.test, "--split", help="Dataset split to score."),
+    device: Device = typer.Option(Device.cpu, "--device", help="cpu: this machine, in-process; android: phones over adb."),
+    threads: str = typer.Option("1", "--threads", help="Thread counts, comma-separated, e.g. 1,2,4."),
+    warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed runs first."),
+    runs: int = typer.Option(30, "--runs", min=1, help="Timed runs."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Model the deltas are against (default: the fp32 model of the set)."),
+    max_drop: List[str] = typer.Option([], "--max-drop", help="Gate, repeatable: METRIC=POINTS, e.g. macro_f1=1.0 or sensitivity:MM=2.0; exit 1 when exceeded."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for results.csv, results.json and plots."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    serial: List[str] = typer.Option([], "--serial", help="adb serial, repeatable (android; default the only device)."),
+    benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary", help="LiteRT benchmark_model built for the phone (android)."),
+    use_gpu: bool = typer.Option(False, "--use-gpu", help="GPU delegate (android)."),
+    use_nnapi: bool = typer.Option(False, "--use-nnapi", help="NNAPI delegate (android)."),
+    cpu_mask: Optional[str] = typer.Option(None, "--cpu-mask", help="taskset hex mask, e.g. f0 for the big cores (android)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds allowed per benchmark_model run (android)."),
+) -> None:
+    """Latency, size and per-class accuracy of every variant; one row per (model, device, threads)."""
+    from edge_derm.benchmarks import BenchmarkConfig, run_benchmark, write_results
+    from edge_derm.benchmarks.report import TABLE_COLUMNS, failure_notes, table_rows
+    from edge_derm.fsutil import check_output_dir
+
+    if out is not None:
+        check_output_dir(out, force)  # fail before minutes of measuring, not after
+    config = BenchmarkConfig(models=models, data=data, split=split.value, device=device.value,
+                             threads=_threads(threads), warmup=warmup, runs=runs, reference=reference,
+                             gates=list(max_drop), serials=list(serial), benchmark_binary=benchmark_binary,
+                             use_gpu=use_gpu, use_nnapi=use_nnapi, cpu_mask=cpu_mask, timeout=timeout)
+    result = run_benchmark(config)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    from rich import box
+
+    table = Table(title="edge-derm benchmark", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    for col in TABLE_COLUMNS:
+        table.add_column(col, justify="left" if col in ("model", "quant", "device", "status") else "right",
+                         no_wrap=True)
+    for cells in table_rows(result.rows):
+        table.add_row(*cells)
+    console.print(table)
+    typer.echo("F1 = macro F1; ΔF1 = change against the reference, points; diff% = predictions that differ "
+               "from the reference; ms = median latency (mean where a device build prints no median)")
+    for note in failure_notes(result.rows):
+        typer.echo(note)
+    if out is not None:
+        written = write_results(out, result, force=force)
+        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+    else:
+        typer.echo("add --out DIR to save results.csv, results.json and plots")
+    if result.gate_failures:
+        for msg in result.gate_failures:
+            typer.echo(f"gate failed: {msg}", err=True)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``benchmark`` to the root app."""
+    app.command("benchmark")(benchmark)
