@@ -1,0 +1,179 @@
+"""Measure: does ImageNet pre-training matter? MobileNetV2 alpha 0.35, ImageNet vs from scratch.
+
+    .venv/bin/python -m edge_derm.benchmarks.measure_pretraining --out results/pretraining \\
+        [--image-size 224] [--epochs-per-block 3] [--steps-per-epoch N] [--bootstrap 1000] \\
+        [--datasets synthetic ham10000] [--quick]
+
+For each dataset (the synthetic default dataset, and ``../shared/data/ham10000-dev`` when it exists)
+the script trains MobileNetV2 alpha 0.35 twice with the same block-wise schedule (the paper's: the
+head, then blocks A, B, C, D, ``--epochs-per-block`` epochs each, lr 1e-4 head / 1e-5 backbone,
+class-balanced batches, augmentation): once from the ImageNet weights file in
+``../shared/weights`` (``--weights PATH``: no network) and once from random weights. It reports
+the test macro F1 with a percentile bootstrap interval, accuracy, weighted F1 and training
+images/s (the training loop only, no validation or evaluation), on the machine it ran on.
+
+A third run, ``scratch-all``, trains from scratch with one more block, ``rest`` (the stem and
+blocks 1-5, i.e. the whole network, as plan ``o`` does): with the paper's schedule a random
+backbone stays mostly frozen, so "scratch" alone mostly measures frozen random features.
+Finished runs in ``--out`` are reused, so a second call only trains what is missing.
+
+Datasets are built with the project's own stages (``generate_dataset`` + the ``folder`` source;
+the ``ham10000`` source; taxonomy dermai13; grouped 80:20 split, seed 0). ``--quick`` shrinks
+everything (96 px, 1 epoch per block, 20 images per class, 10 steps per epoch) for a smoke run.
+
+A script, not library code: it prints its table, and writes ``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGE_DERM_SHARED", REPO.parent / "shared"))
+WEIGHTS = SHARED / "weights" / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+HAM = SHARED / "data" / "ham10000-dev"
+
+
+def machine() -> dict:
+    """The machine this ran on (CPU model, cores, GPUs TensorFlow sees)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "cores_available": cores, "gpus": gpus, "python": platform.python_version()}
+
+
+def build_datasets(work: Path, names: list[str], per_class: int, synth_size: int) -> dict[str, Path]:
+    """Dataset folders (built once, reused on a second run)."""
+    from edge_derm.data.build import build_dataset
+    from edge_derm.data.synth import generate_dataset
+
+    out = {}
+    if "synthetic" in names:
+        images, ds = work / "synthetic-images", work / "synthetic"
+        if not (ds / "dataset.json").is_file():
+            if not images.is_dir():
+                generate_dataset(images, per_class=per_class, size=synth_size, seed=0, workers=0)
+            build_dataset("folder", images, ds, taxonomy="dermai13", test_fraction=0.2, seed=0)
+        out["synthetic"] = ds
+    if "ham10000" in names:
+        if not HAM.is_dir():
+            print(f"skipping ham10000: {HAM} is absent", file=sys.stderr)
+        else:
+            ds = work / "ham10000-dev"
+            if not (ds / "dataset.json").is_file():
+                build_dataset("ham10000", HAM, ds, taxonomy="dermai13", test_fraction=0.2, seed=0)
+            out["ham10000"] = ds
+    return out
+
+
+def run_one(dataset: Path, label: str, weights: str, blocks: str | None, out: Path, args: argparse.Namespace) -> dict:
+    """Train one run (or reuse a finished one) and return its row."""
+    from edge_derm.training.config import TrainConfig
+    from edge_derm.training.trainer import train
+
+    cfg = TrainConfig(data=[str(dataset)], backbone="mobilenet_v2", alpha=0.35, image_size=args.image_size,
+                      weights=weights, epochs_per_block=args.epochs_per_block, steps_per_epoch=args.steps_per_epoch,
+                      bootstrap=args.bootstrap, seed=args.seed, deterministic=not args.no_deterministic,
+                      lr_head=args.lr_head, lr_backbone=args.lr_backbone, blocks=blocks)
+    t0 = time.perf_counter()
+    resume = (out / "checkpoints" / "state.json").is_file()
+    res = train(cfg, out, resume=resume, force=not resume)
+    m = res["metrics"] or {}
+    return {
+        "dataset": dataset.name, "weights": label, "blocks": cfg.blocks,
+        "n_test": m.get("n"), "macro_f1": m.get("macro_f1"), "macro_f1_ci": (m.get("bootstrap") or {}).get("macro_f1"),
+        "accuracy": m.get("accuracy"), "weighted_f1": m.get("weighted_f1"),
+        "train_images_per_s": res["train_images_per_s"], "wall_s": round(time.perf_counter() - t0, 1),
+        "run": str(out),
+    }
+
+
+def markdown(rows: list[dict], info: dict) -> str:
+    def pct(v):
+        return "" if v is None else f"{100 * v:.1f} %"
+
+    lines = [f"MobileNetV2 alpha 0.35, {info['image_size']} px, schedule head + A-D (scratch-all: + rest) x "
+             f"{info['epochs_per_block']} "
+             f"epochs, steps/epoch {info['steps_per_epoch'] or 'ceil(n/batch)'}, lr {info['lr_head']:g} head / "
+             f"{info['lr_backbone']:g} backbone; {info['machine']['cpu']}, "
+             f"{info['machine']['cores_available']} cores, GPUs: {', '.join(info['machine']['gpus']) or 'none'}",
+             "", "| dataset | weights | test n | macro F1 (95 % CI) | accuracy | weighted F1 | train images/s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ci = r["macro_f1_ci"]
+        ci_text = f" ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else ""
+        rate = f"{r['train_images_per_s']:.1f}" if r["train_images_per_s"] else ""
+        lines.append(f"| {r['dataset']} | {r['weights']} | {r['n_test']} | {pct(r['macro_f1'])}{ci_text} | "
+                     f"{pct(r['accuracy'])} | {pct(r['weighted_f1'])} | {rate} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="Results folder (runs and datasets go inside).")
+    p.add_argument("--datasets", nargs="+", default=["synthetic", "ham10000"], choices=["synthetic", "ham10000"])
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--epochs-per-block", type=int, default=3)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--per-class", type=int, default=60, help="Synthetic images per class.")
+    p.add_argument("--synth-size", type=int, default=256, help="Synthetic image side in pixels.")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--lr-head", type=float, default=1e-4, help="Head learning rate (the paper's 1e-4).")
+    p.add_argument("--lr-backbone", type=float, default=1e-5, help="Backbone learning rate (the paper's 1e-5).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights-file", type=Path, default=WEIGHTS)
+    p.add_argument("--no-scratch-all", action="store_true",
+                   help="Skip the extra from-scratch run that also trains the stem and blocks 1-5 (plan o).")
+    p.add_argument("--no-deterministic", action="store_true",
+                   help="Allow non-deterministic (faster, or GPU-only) ops.")
+    p.add_argument("--quick", action="store_true", help="Smoke-run sizes (96 px, 1 epoch/block, 10 steps/epoch).")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.image_size, args.epochs_per_block, args.per_class = 96, 1, 20
+        args.steps_per_epoch, args.bootstrap, args.synth_size = args.steps_per_epoch or 10, min(args.bootstrap, 200), 128
+    if not args.weights_file.is_file():
+        print(f"error: ImageNet weights file not found: {args.weights_file} (see ../shared/weights/README.md)",
+              file=sys.stderr)
+        return 1
+    os.environ.setdefault("EDGE_DERM_OFFLINE", "1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    datasets = build_datasets(args.out / "data", args.datasets, args.per_class, args.synth_size)
+    rows = []
+    variants = [("imagenet", str(args.weights_file), None), ("scratch", "none", None)]
+    if not args.no_scratch_all:
+        variants.append(("scratch-all", "none", "all"))
+    for name, ds in datasets.items():
+        for label, weights, blocks in variants:
+            rows.append(run_one(ds, label, weights, blocks, args.out / "runs" / f"{name}-{label}", args))
+            print(json.dumps(rows[-1]), flush=True)
+    info = {"image_size": args.image_size, "epochs_per_block": args.epochs_per_block,
+            "steps_per_epoch": args.steps_per_epoch, "bootstrap": args.bootstrap, "seed": args.seed,
+            "lr_head": args.lr_head, "lr_backbone": args.lr_backbone,
+            "machine": machine(), "weights_file": str(args.weights_file)}
+    (args.out / "results.json").write_text(json.dumps({"kind": "measure_pretraining", "info": info, "rows": rows},
+                                                      indent=2) + "\n")
+    md = markdown(rows, info)
+    (args.out / "results.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""CLI: ``edge-derm models list`` (thin: the backbone registry, rendered as a table)."""
+
+from __future__ import annotations
+
+import typer
+
+models_app = typer.Typer(help="Backbones that edge-derm can train.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def list_models(
+    params: bool = typer.Option(True, "--params/--no-params",
+                                help="Build each backbone (no weights) to count its parameters (a few seconds)."),
+) -> None:
+    """Show each backbone with its parameters, default input size, preprocessing and blocks."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge_derm.models import count_params, create_backbone, list_specs
+
+    table = Table(title="backbones")
+    for col in ("name", "params", "input", "alpha", "preprocessing (inside the model)", "blocks (head first)"):
+        table.add_column(col, justify="right" if col == "params" else "left",
+                         no_wrap=col in ("name", "params", "input"))
+    for spec in list_specs():
+        n = ""
+        if params:
+            n = f"{count_params(create_backbone(spec.name, image_size=spec.default_size)) / 1e6:.2f} M"
+        alpha = f"{spec.default_alpha} ({', '.join(map(str, spec.alphas))})" if spec.alphas else "-"
+        blocks = ", ".join(spec.block_names[: spec.paper_blocks + 1]) + " (+ rest)"
+        table.add_row(spec.name, n, f"{spec.default_size} px", alpha, spec.preprocessing, blocks)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``models`` to the root app."""
+    app.add_typer(models_app, name="models")

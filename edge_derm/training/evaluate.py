@@ -1,0 +1,79 @@
+"""Evaluate a trained run on a dataset split (the same evaluator as training and the .tflite benchmark)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_derm.errors import DataError, ModelError
+from edge_derm.fsutil import read_json, staged_dir
+
+
+def read_run(run: str | os.PathLike) -> dict[str, Any]:
+    """The config.json of a run folder; ModelError when ``run`` is not one."""
+    run = Path(run)
+    if run.suffix == ".tflite":
+        raise ModelError(f"{run} is a .tflite model; evaluate it with `edge-derm benchmark {run} --data DIR`")
+    path = run / "config.json"
+    if not path.is_file() or not (run / "model.keras").is_file():
+        raise ModelError(f"{run} is not a finished run folder (needs config.json and model.keras); "
+                         "train one with `edge-derm train`")
+    try:
+        cfg = read_json(path)
+    except ValueError as exc:
+        raise ModelError(f"{path}: invalid JSON ({exc})") from exc
+    if cfg.get("kind") != "run":
+        raise ModelError(f"{path} is not a run config (kind {cfg.get('kind')!r})")
+    return cfg
+
+
+def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str = "test", bootstrap: int = 0,
+                 out: str | os.PathLike | None = None, force: bool = False, seed: int = 0) -> tuple[dict[str, Any], Path]:
+    """Evaluate ``run``'s model on ``data``'s ``split``; write metrics.json, report.md, confusion PNGs.
+
+    Args:
+        run: Run folder.
+        data: Dataset folder; its classes must be among the run's.
+        split: ``train``, ``val`` or ``test``.
+        bootstrap: Bootstrap resamples for confidence intervals.
+        out: Output folder (default ``<run>/eval-<dataset folder>-<split>``).
+        force: Replace an existing output folder.
+        seed: Bootstrap seed.
+
+    Returns:
+        ``(metrics, output folder)``.
+    """
+    from edge_derm.data.manifest import Manifest
+    from edge_derm.evaluation import compute_metrics, write_evaluation
+    from edge_derm.models import load_model
+    from edge_derm.training.data import _triage
+    from edge_derm.training.trainer import predict
+
+    run = Path(run)
+    cfg = read_run(run)
+    manifest = Manifest.load(data)
+    classes = list(cfg["classes"])
+    unknown = [c for c in manifest.classes if c not in classes and manifest.subset(split)
+               and any(r.label == c for r in manifest.subset(split))]
+    if unknown:
+        raise DataError(f"{data} has class(es) {', '.join(unknown)} that the run does not know "
+                        f"(run classes: {', '.join(classes)}); evaluate on a dataset with the run's taxonomy")
+    paths, labels = manifest.arrays(split)
+    if not paths:
+        raise DataError(f"{data} has no {split!r} images; choose another --split")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[manifest.classes[k]] for k in labels], dtype=np.int64)
+    model = load_model(run / "model.keras")
+    probs = predict(model, paths, int(cfg["image_size"]), cfg.get("resize_mode", "nearest"), description="evaluating")
+    metrics = compute_metrics(y, probs, classes, triage=cfg.get("triage") or _triage(cfg.get("taxonomy"), classes),
+                              bootstrap=bootstrap, seed=seed)
+    metrics["split"] = split
+    metrics["data"] = {"dir": str(Path(data).resolve()), "hash": manifest.hash}
+    metrics["run"] = str(run.resolve())
+    out = Path(out) if out is not None else run / f"eval-{Path(data).resolve().name}-{split}"
+    with staged_dir(out, force) as tmp:
+        write_evaluation(tmp, metrics, title=f"{run.name} on {Path(data).resolve().name} ({split})")
+    return metrics, out

@@ -1,0 +1,202 @@
+"""Block-wise training: config validation, freezing, per-group learning rates, run folder, resume, NaN."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from edge_derm.errors import ConfigError, DataError, OutputExistsError
+from edge_derm.training.config import TrainConfig
+from edge_derm.training.trainer import TrainingError, apply_schedule, make_train_function, train
+
+FAST = dict(backbone="tiny", image_size=24, weights="none", epochs_per_block=1, steps_per_epoch=2,
+            blocks=1, augment=True, lr_head=1e-2, lr_backbone=1e-3)
+
+
+def test_config_validation(tr_datasets):
+    d = [str(tr_datasets["plain"])]
+    with pytest.raises(ConfigError, match="--data DIR"):
+        TrainConfig(data=[], backbone="tiny")
+    with pytest.raises(ConfigError, match="blocks must be an integer from 0 to 4 for tiny"):
+        TrainConfig(data=d, backbone="tiny", weights="none", blocks=9)
+    with pytest.raises(ConfigError, match="lr_head must be a positive number"):
+        TrainConfig(data=d, backbone="tiny", weights="none", lr_head=-1.0)
+    with pytest.raises(ConfigError, match="epochs_per_block must be a positive integer"):
+        TrainConfig(data=d, backbone="tiny", weights="none", epochs_per_block=0)
+    with pytest.raises(ConfigError, match="tiny has no ImageNet weights"):
+        TrainConfig(data=d, backbone="tiny")
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        TrainConfig(data=d, backbone="nope")
+    with pytest.raises(ConfigError, match="unknown training option.*colour"):
+        TrainConfig.from_dict({"data": d, "weights": "none", "colour": 1})
+    cfg = TrainConfig(data=d, backbone="tiny", weights="none", blocks="all")
+    assert cfg.blocks == 4 and cfg.n_steps == 5 and cfg.image_size == 32
+    assert TrainConfig(data=d, backbone="mobilenet_v2", weights="none").blocks == 4  # the paper's A-D
+    sched = cfg.schedule()
+    assert sched["steps"][1] == {"step": 1, "block": "b3", "trainable": ["head", "b3"]}
+    assert sched["lr"] == {"head": 1e-4, "backbone": 1e-5}
+
+
+def _snapshot(model):
+    return {v.name: v.numpy().copy() for v in model.weights}
+
+
+def test_schedule_freezes_blocks_and_applies_each_group_learning_rate():
+    """One Adam step moves each weight by about its group's learning rate (Adam's first update
+    is lr * g / |g|), frozen weights and frozen BatchNorm statistics not at all."""
+    import tensorflow as tf
+
+    from edge_derm.models import build_classifier, get_spec
+
+    spec = get_spec("tiny")
+    model = build_classifier("tiny", 3, image_size=16)
+    # step 0: only the head is trainable
+    head, backbone = apply_schedule(model, spec, 0)
+    assert {v.name.split("/")[0] for v in head} == {"head_conv"} and backbone == []
+    # step 2: head + b3 + b2
+    head, backbone = apply_schedule(model, spec, 2)
+    trainable_layers = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    assert trainable_layers == {"head_conv", "tiny_b3_conv", "tiny_b3_bn", "tiny_b2_conv", "tiny_b2_bn"}
+    assert {v.name.split("/")[0] for v in backbone} == {"tiny_b3_conv", "tiny_b3_bn", "tiny_b2_conv", "tiny_b2_bn"}
+
+    step = make_train_function(model, head, backbone, lr_head=1e-2, lr_backbone=1e-4, global_batch=6)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0, 255, (6, 16, 16, 3)).astype("float32"))
+    y = tf.constant(np.eye(3, dtype="float32")[[0, 1, 2, 0, 1, 2]])
+    before = _snapshot(model)
+    step((x, y))
+    after = _snapshot(model)
+
+    def max_change(layer, weight="kernel"):
+        key = next(k for k in before if k.startswith(f"{layer}/") and weight in k)
+        return float(np.abs(after[key] - before[key]).max())
+
+    assert 0.5e-2 < max_change("head_conv") <= 1.01e-2
+    assert 0.5e-4 < max_change("tiny_b3_conv") <= 1.01e-4
+    assert 0.5e-4 < max_change("tiny_b2_bn", "gamma") <= 1.01e-4
+    assert max_change("tiny_b1_conv") == 0.0 and max_change("tiny_stem_conv") == 0.0
+    # BatchNorm: statistics move only in unfrozen blocks (frozen = inference mode in Keras 2)
+    assert max_change("tiny_b1_bn", "moving_mean") == 0.0
+    assert max_change("tiny_stem_bn", "moving_variance") == 0.0
+    assert max_change("tiny_b3_bn", "moving_mean") > 0.0
+
+
+def _read_history(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_folder_with_val_split(tr_datasets, tmp_path):
+    out = tmp_path / "my runs" / "tiny run"
+    cfg = TrainConfig(data=[str(tr_datasets["val"])], bootstrap=20, **FAST)
+    res = train(cfg, out)
+    for name in ("model.keras", "config.json", "history.csv", "metrics.json", "report.md", "confusion.png",
+                 "checkpoints/step_0.keras", "checkpoints/step_1.keras"):
+        assert (out / name).is_file(), name
+    rc = json.loads((out / "config.json").read_text())
+    for key in ("kind", "format_version", "backbone", "alpha", "image_size", "resize_mode", "preprocessing",
+                "classes", "taxonomy", "data", "weights", "seed", "schedule", "versions", "config_hash", "params"):
+        assert key in rc, key
+    assert rc["kind"] == "run" and rc["classes"] == ["MM", "Nev", "BCC"] and rc["image_size"] == 24
+    assert rc["data"][-1]["dir"] == str(tr_datasets["val"].resolve()) and rc["data"][-1]["hash"]
+    rows = _read_history(out / "history.csv")
+    assert list(rows[0]) == ["step", "block", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert [(r["step"], r["block"]) for r in rows] == [("0", "head"), ("1", "b3")]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 12 and metrics["bootstrap"]["n"] == 20
+    assert res["metrics"]["macro_f1"] == metrics["macro_f1"]
+    assert res["train_images_per_s"] > 0
+    from edge_derm.models import load_model
+
+    assert load_model(out / "model.keras").output_shape == (None, 3)
+
+
+def test_resume_gives_the_same_model_and_checks_config(tr_datasets, tmp_path):
+    import tf_keras as keras
+
+    cfg = TrainConfig(data=[str(tr_datasets["plain"])], **{**FAST, "blocks": 2})
+    full = train(cfg, tmp_path / "full", evaluate=False)
+    assert full["history"] and "val_loss" not in full["history"][0]
+    assert "val_loss" not in _read_history(tmp_path / "full" / "history.csv")[0]
+
+    def interrupt(step, model):
+        if step == 0:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, evaluate=False, on_step_end=interrupt)
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["completed_step"] == 0 and not (out / "model.keras").exists()
+
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(cfg, out)
+    other = TrainConfig(data=[str(tr_datasets["plain"])], **{**FAST, "blocks": 2, "lr_head": 0.5})
+    with pytest.raises(ConfigError, match=r"different configuration.*lr_head: 0\.01 -> 0\.5"):
+        train(other, out, resume=True)
+
+    steps_run = []
+    train(cfg, out, resume=True, evaluate=False, on_step_end=lambda k, m: steps_run.append(k))
+    assert steps_run == [1, 2]
+    a = keras.models.load_model(tmp_path / "full" / "model.keras")
+    b = keras.models.load_model(out / "model.keras")
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    assert _read_history(out / "history.csv") == _read_history(tmp_path / "full" / "history.csv")
+
+    # --force starts again
+    res = train(cfg, out, force=True, evaluate=False, on_step_end=lambda k, m: steps_run.append(k))
+    assert steps_run[-3:] == [0, 1, 2] and res["history"]
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(cfg, tmp_path / "never ran", resume=True)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tr_datasets, tmp_path, monkeypatch):
+    import tf_keras as keras
+
+    def poison(step, model):
+        # From step 1 on the loss is NaN.
+        monkeypatch.setattr(keras.losses, "categorical_crossentropy",
+                            lambda y, p, label_smoothing=0.0: keras.backend.sum(p, axis=-1) * float("nan"))
+
+    out = tmp_path / "nan run"
+    cfg = TrainConfig(data=[str(tr_datasets["plain"])], **FAST)
+    with pytest.raises(TrainingError, match=r"nan at step 1 \(block b3\).*checkpoints/step_0\.keras"):
+        train(cfg, out, on_step_end=poison)
+    assert (out / "checkpoints" / "step_0.keras").is_file()
+    assert not (out / "checkpoints" / "step_1.keras").exists()
+    assert json.loads((out / "checkpoints" / "state.json").read_text())["completed_step"] == 0
+
+
+def test_class_without_training_images(tmp_path):
+    from conftest import make_tr_dataset
+
+    ds = make_tr_dataset(tmp_path / "holey", ["MM", "Nev"], n_train=3)
+    # drop every training image of Nev
+    text = (ds / "manifest.csv").read_text().splitlines()
+    keep = [line for line in text if not (line.startswith("Nev/") and ",train" in line)]
+    (ds / "manifest.csv").write_text("\n".join(keep) + "\n")
+    with pytest.raises(DataError, match="Nev have no training images"):
+        train(TrainConfig(data=[str(ds)], **FAST), tmp_path / "run")
+
+
+def test_head_swap_keeps_backbone_weights(tr_datasets, tmp_path):
+    from edge_derm.models import build_classifier
+
+    out = tmp_path / "first"
+    train(TrainConfig(data=[str(tr_datasets["plain"])], **FAST), out, evaluate=False)
+    from edge_derm.models import load_model
+
+    first = load_model(out / "model.keras")
+    second = build_classifier("tiny", 2, image_size=24, weights=str(out / "model.keras"))
+    compared = 0
+    for layer in first.layers:
+        if layer.weights and not layer.name.startswith("head_"):
+            for a, b in zip(layer.get_weights(), second.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+            compared += 1
+    assert compared == 8
+    assert second.get_layer("head_conv").get_weights()[0].shape == (1, 1, 16, 2)
