@@ -7,8 +7,10 @@ the same pixels. Normalisation lives inside the model (see docs/ARCHITECTURE.md)
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,14 +26,9 @@ class ImageError(DataError):
     """A missing, unreadable, truncated, non-image or oversized image file."""
 
 
-def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to uint8 RGB (H, W, 3), EXIF orientation applied.
-
-    Grayscale, RGBA / LA (composited on white), palette, CMYK and 16-bit images become RGB.
-
-    Raises:
-        ImageError: missing, unreadable, truncated, non-image or above ``max_pixels``.
-    """
+@contextlib.contextmanager
+def _open_image(path: str | Path, max_pixels: int) -> Iterator[Image.Image]:
+    """Open an image with the pixel limit enforced; every decoding failure becomes ImageError."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path}")
@@ -43,16 +40,26 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
                 if w * h > max_pixels:
                     raise ImageError(f"{path}: {w}x{h} is above the {max_pixels} pixel limit "
                                      "(possible decompression bomb); downscale it first")
-                im.load()
-                im = ImageOps.exif_transpose(im)
-                rgb = _to_rgb(im)
+                yield im
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: unreadable or truncated image ({exc})") from exc
-    return rgb
+
+
+def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3), EXIF orientation applied.
+
+    Grayscale, RGBA / LA (composited on white), palette, CMYK and 16-bit images become RGB.
+
+    Raises:
+        ImageError: missing, unreadable, truncated, non-image or above ``max_pixels``.
+    """
+    with _open_image(path, max_pixels) as im:
+        im.load()
+        return _to_rgb(ImageOps.exif_transpose(im))
 
 
 def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -65,29 +72,14 @@ def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
     Raises:
         ImageError: missing, unreadable, truncated, non-image or above ``max_pixels``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(f"{path}: {w}x{h} is above the {max_pixels} pixel limit "
-                                     "(possible decompression bomb); downscale it first")
-                if im.format == "PNG":
-                    im.verify()  # walks every chunk and checks its CRC, without inflating
-                else:
-                    if im.format == "JPEG":
-                        im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
-                    im.load()
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: unreadable or truncated image ({exc})") from exc
+    with _open_image(path, max_pixels) as im:
+        w, h = im.size
+        if im.format == "PNG":
+            im.verify()  # walks every chunk and checks its CRC, without inflating
+        else:
+            if im.format == "JPEG":
+                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+            im.load()
     return w, h
 
 
