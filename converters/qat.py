@@ -1,0 +1,184 @@
+"""Quantisation-aware fine-tuning with tensorflow-model-optimization (tfmot).
+
+tfmot's default 8-bit scheme needs one flat functional model: nested models (a keras.applications
+backbone used as a layer) are inlined first (:func:`flatten_model`). Layers the scheme does not
+know (Rescaling, Normalization, ...) are annotated with a QuantizeConfig that quantises nothing
+inside them and only learns their output range, so ``quantize_apply`` accepts the model and the
+converter finds a range on every tensor.
+Conv/BatchNorm/ReLU patterns are folded by tfmot's own transforms, which is why the model must
+be flat (they match layer sequences inside one graph).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from edge_derm.errors import ConversionError
+
+_log = logging.getLogger(__name__)
+
+
+def _is_functional(layer) -> bool:
+    import tf_keras as keras
+
+    return isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False)
+
+
+def flatten_model(model):
+    """One flat functional model with the same layers (and weights) as ``model``.
+
+    Nested functional/Sequential models are inlined recursively. A model with no nested model
+    is returned unchanged.
+    """
+    import tf_keras as keras
+
+    if not any(_is_functional(layer) for layer in model.layers):
+        return model
+    if not _is_functional(model):
+        raise ConversionError("QAT needs a functional or Sequential Keras model; subclassed models "
+                              "cannot be flattened")
+    inputs = [keras.Input(shape=t.shape[1:], dtype=t.dtype, name=t.name.split(":")[0].split("/")[0])
+              for t in model.inputs]
+    outputs = _call_inlined(model, inputs)
+    return keras.Model(inputs, outputs, name=model.name)
+
+
+def _call_inlined(model, inputs: list) -> list:
+    """Re-run ``model``'s graph on ``inputs``, descending into nested models."""
+    import tensorflow as tf
+
+    tensor_dict: dict[str, list] = {}
+    usage = model._tensor_usage_count
+    for ref, new in zip(model.inputs, inputs):
+        tensor_dict[str(id(ref))] = [new] * max(usage[str(id(ref))], 1)
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input or any(t not in tensor_dict for t in node.flat_input_ids):
+                continue
+            args, kwargs = node.map_arguments(tensor_dict)
+            if _is_functional(node.layer):
+                outs = _call_inlined(node.layer, tf.nest.flatten((args, kwargs))[:len(node.layer.inputs)])
+                outs = outs if len(outs) > 1 else outs[0]
+            else:
+                outs = node.layer(*args, **kwargs)
+            for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outs)):
+                tensor_dict[x_id] = [y] * max(usage.get(x_id, 1), 1)
+    return [tensor_dict[str(id(t))].pop() for t in model.outputs]
+
+
+def _config_classes():
+    import tensorflow_model_optimization as tfmot
+
+    qk = tfmot.quantization.keras
+
+    class NoOpQuantizeConfig(qk.QuantizeConfig):
+        """Leave a layer unquantised in QAT."""
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return []
+
+        def get_config(self):
+            return {}
+
+    class OutputQuantizeConfig(NoOpQuantizeConfig):
+        """No weights to quantise; learn the output's 8-bit range (Rescaling, Normalization, ...).
+
+        Without it the converter would meet a float tensor with no range in a QAT graph.
+        """
+
+        def get_output_quantizers(self, layer):
+            return [qk.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                         narrow_range=False)]
+
+    return NoOpQuantizeConfig, OutputQuantizeConfig
+
+
+def quantize_model(model):
+    """A quantisation-aware copy of ``model`` (flattened, weights kept, not compiled)."""
+    import tf_keras as keras
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry,
+    )
+
+    qk = tfmot.quantization.keras
+    flat = flatten_model(model)
+    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    noop, output_only = _config_classes()
+    skipped: list[str] = []
+
+    def annotate(layer):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        if registry.supports(layer):
+            return qk.quantize_annotate_layer(layer)
+        skipped.append(f"{layer.name} ({type(layer).__name__})")
+        return qk.quantize_annotate_layer(layer, quantize_config=output_only())
+
+    try:
+        annotated = keras.models.clone_model(flat, clone_function=annotate)
+        with qk.quantize_scope({"NoOpQuantizeConfig": noop, "OutputQuantizeConfig": output_only}):
+            qmodel = qk.quantize_apply(annotated)
+    except Exception as exc:  # noqa: BLE001 - tfmot raises ValueError/RuntimeError/TypeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"QAT could not prepare the model: {first}") from exc
+    if skipped:
+        _log.info("QAT quantises only the output of %d layer(s): %s", len(skipped), ", ".join(skipped[:10]))
+    return qmodel
+
+
+def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, image_size: int, resize_mode: str, *,
+             epochs: int = 1, learning_rate: float = 1e-5, batch_size: int | None = None, seed: int = 0,
+             steps_per_epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Quantisation-aware fine-tuning on the run's training data.
+
+    Uses the project's input pipeline (class-balanced, augmented batches, as in training);
+    BatchNorm statistics stay frozen. Activation ranges start at tfmot's [-6, 6] (the input's
+    from its first batch) and follow an EMA (decay 0.999), so QAT needs hundreds of steps.
+
+    Returns:
+        The trained quantisation-aware model and a summary (epochs, steps, final loss/accuracy).
+    """
+    import tf_keras as keras
+    import tensorflow as tf
+
+    from edge_derm.data.pipeline import make_dataset, steps_per_epoch as steps_for
+
+    if not paths:
+        raise ConversionError("QAT needs training images and the run's dataset has none; "
+                              "pass --calibration DIR with a dataset that has a train split")
+    tf.random.set_seed(seed)
+    qmodel = quantize_model(model)
+    # Class-balanced batches are small (one image per class): BatchNorm statistics from them
+    # would drift, so BatchNorm runs in inference mode (frozen statistics) during QAT.
+    for layer in qmodel.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization):
+            inner.trainable = False
+    qmodel.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
+                   metrics=["accuracy"])
+    ds = make_dataset(paths, labels, num_classes, image_size, training=True, batch_size=batch_size,
+                      resize_mode=resize_mode, seed=seed)
+    batch = batch_size or num_classes
+    steps = steps_per_epoch or steps_for(len(paths), batch)
+    history = qmodel.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0)
+    summary = {"epochs": epochs, "steps_per_epoch": steps, "learning_rate": learning_rate, "batch_size": batch,
+               "n_train": len(paths),
+               "final_loss": round(float(history.history["loss"][-1]), 6),
+               "final_accuracy": round(float(history.history.get("accuracy", [float("nan")])[-1]), 6)}
+    return qmodel, summary

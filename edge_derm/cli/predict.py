@@ -1,0 +1,72 @@
+"""CLI: ``edge-derm predict MODEL.tflite IMAGE...`` (no TensorFlow: the LiteRT runtime only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def predict(
+    model: Path = typer.Argument(..., help="A .tflite written by `edge-derm convert`."),
+    images: List[Path] = typer.Argument(..., help="Image files to classify."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of a table."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Interpreter threads [default: runtime's]."),
+) -> None:
+    """Classify images with a .tflite model; unreadable images are reported and the rest still classified."""
+    from edge_derm.runtime import TFLiteModel, top_k as topk
+
+    if top_k < 1:
+        raise typer.BadParameter("--top-k must be at least 1")
+    if threads is not None and threads < 1:
+        raise typer.BadParameter("--threads must be at least 1")
+    m = TFLiteModel(model, num_threads=threads)
+    k = min(top_k, m.num_classes)
+    probs, errors = m.predict_files([str(p) for p in images])
+    results = []
+    for path, row in zip(images, probs):
+        if str(path) in errors:
+            results.append({"image": str(path), "error": errors[str(path)]})
+        else:
+            results.append({"image": str(path), "top": [{"label": lab, "probability": round(p, 6)}
+                                                        for lab, p in topk(row, m.labels, k)]})
+    meta = m.metadata
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "quantization": meta.get("quantization"),
+                               "results": results}, indent=2))
+    else:
+        _render(results, meta)
+    if errors:
+        for path, msg in errors.items():
+            typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(1)
+
+
+def _render(results: list[dict], meta: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    triage = meta.get("triage", {})
+    table = Table()
+    table.add_column("image")
+    table.add_column("prediction")
+    for r in results:
+        if "error" in r:
+            table.add_row(escape(r["image"]), "unreadable (see below)")
+            continue
+        cells = []
+        for t in r["top"]:
+            group = triage.get(t["label"])
+            tag = f" [{group}]" if group and group != "unknown" else ""
+            cells.append(f"{t['label']}{tag} {t['probability']:.1%}")
+        table.add_row(escape(r["image"]), escape(", ".join(cells)))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict`` to the root app."""
+    app.command("predict")(predict)

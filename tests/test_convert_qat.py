@@ -1,0 +1,142 @@
+"""QAT (tiny and MobileNetV2), nested-model flattening, collapse report and selective quantisation."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from edge_derm import cli
+from edge_derm.errors import ConfigError
+from edge_derm.runtime import inspect_tflite, read_metadata
+
+
+def test_qat_tiny_cli(cv_run, tmp_path, capsys):
+    out = tmp_path / "qat out"
+    rc = cli.main(["--quiet", "convert", str(cv_run), "--quantize", "qat", "--qat-steps", "3", "--out", str(out),
+                   "--calibration-size", "9", "--verify-size", "12"])
+    assert rc == 0, capsys.readouterr().err
+    meta = read_metadata(out / "model.qat.tflite")
+    info = inspect_tflite(out / "model.qat.tflite")
+    assert info.integer_op_share() == 1.0 and info.input_tensors[0].dtype == "uint8"
+    v = meta["verification"]
+    assert v["passed"] and v["top1_agreement"] >= 0.85
+    assert meta["qat"]["epochs"] == 1 and meta["qat"]["steps_per_epoch"] == 3
+    assert meta["qat"]["agreement_with_run_model"] >= 0.5
+
+
+def _nested_model():
+    import tf_keras as keras
+
+    inner_in = keras.Input((16, 16, 8))
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="inner_conv")(inner_in)
+    y = keras.layers.BatchNormalization(name="inner_bn")(y)
+    y = keras.layers.ReLU(6.0, name="inner_relu")(y)
+    inner = keras.Model(inner_in, y, name="backbone")
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess_rescale")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(x)
+    x = inner(x)
+    x = keras.layers.Conv2D(3, 1, name="head_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    out = keras.layers.Softmax(name="head_softmax")(x)
+    return keras.Model(inp, out, name="nested")
+
+
+def test_flatten_nested_model_keeps_outputs():
+    import tf_keras as keras
+
+    from edge_derm.converters.qat import flatten_model, quantize_model
+
+    model = _nested_model()
+    flat = flatten_model(model)
+    assert not any(isinstance(layer, keras.Model) for layer in flat.layers)
+    assert {"inner_conv", "inner_bn", "stem", "head_conv"} <= {layer.name for layer in flat.layers}
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    assert np.allclose(model.predict(x, verbose=0), flat.predict(x, verbose=0), atol=1e-6)
+    qmodel = quantize_model(model)
+    names = [layer.name for layer in qmodel.layers]
+    assert any("inner_conv" in n for n in names) and any("preprocess_rescale" in n for n in names)
+    assert qmodel.predict(x, verbose=0).shape == (2, 3)
+
+
+def test_float_layers_auto_and_names(cv_run, tmp_path):
+    from edge_derm.converters.convert import ConvertConfig, convert_run
+
+    doc = convert_run(ConvertConfig(run=cv_run, modes=["int8"], out=tmp_path / "sel", float_layers="auto",
+                                    calibration_size=12, verify_size=12))
+    meta = doc["variants"]["int8"]
+    assert meta["float_layers"] and meta["collapse"]["report"] == "debug.int8.csv"
+    rows = list(csv.DictReader(open(tmp_path / "sel" / "debug.int8.csv")))
+    assert rows and {"op_name", "tensor_name", "rmse/scale"} <= set(rows[0])
+    scores = [float(r["rmse/scale"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    info = inspect_tflite(tmp_path / "sel" / "model.int8.tflite")
+    assert 0.0 < info.integer_op_share() < 1.0
+    assert meta["input"]["dtype"] == "float32" and meta["verification"]["passed"]
+    trade = meta["selective"]
+    assert trade["full_int8"]["integer_op_share"] == 1.0 and trade["selective"]["size_bytes"] > 0
+    assert trade["full_int8"]["latency_ms"] > 0
+
+    # Names: Keras layer names (a path segment of the TFLite tensor names) or exact tensor names.
+    from edge_derm.converters.debug import choose_float_layers
+
+    report = [{**r, "rmse/scale": float(r["rmse/scale"])} for r in rows]
+    named = choose_float_layers(report, "head_conv")
+    assert named and all("head_conv" in t for t in named)
+    assert choose_float_layers(report, rows[-1]["tensor_name"]) == [rows[-1]["tensor_name"]]
+    with pytest.raises(ConfigError, match="'no_such_layer' matches no quantised layer"):
+        choose_float_layers(report, "head_conv, no_such_layer")
+
+
+def test_collapse_triggers_layer_report(cv_run, cv_dataset, tmp_path):
+    """An int8 result that lost accuracy gets the per-layer report, and the variant is not selective."""
+    import tf_keras as keras
+
+    from edge_derm.converters.calibration import sample_images
+    from edge_derm.converters.convert import ConvertConfig, _int8_collapse
+    from edge_derm.converters.presets import get_preset
+
+    cfg = ConvertConfig(run=cv_run, modes=["int8"], out=tmp_path / "o", collapse_threshold=0.05)
+    model = keras.models.load_model(cv_run / "model.keras")
+    calib = sample_images(cv_dataset, ["MM", "Nev", "BCC"], 32, "nearest", n=6)
+    result = {"passed": True, "accuracy_drop": 0.2, "top1_agreement": 0.8}
+    data, result2, extra = _int8_collapse(cfg, tmp_path, model, calib, calib, None, get_preset("int8"),
+                                          tmp_path / "m.tflite", b"x", result, {})
+    assert data == b"x" and result2 is result
+    assert extra["collapse"]["detected"] and extra["collapse"]["worst_layers"]
+    assert (tmp_path / "debug.int8.csv").is_file()
+    # Below the threshold: nothing to do.
+    _, _, extra = _int8_collapse(cfg, tmp_path, model, calib, calib, None, get_preset("int8"),
+                                 tmp_path / "m.tflite", b"x", {"passed": True, "accuracy_drop": 0.01,
+                                                               "top1_agreement": 1.0}, {})
+    assert extra == {}
+
+
+@pytest.mark.slow
+def test_qat_mobilenet_v2(cv_dataset, tmp_path):
+    """QAT on the real MobileNetV2 (alpha 0.35, 48 px, weights none): full-integer and verified."""
+    import tf_keras as keras
+
+    from edge_derm.converters.convert import ConvertConfig, convert_run
+    from edge_derm.data.manifest import Manifest
+    from edge_derm.models import build_classifier
+
+    run = tmp_path / "mnv2 run"
+    run.mkdir()
+    model = build_classifier("mobilenet_v2", 3, image_size=48, alpha=0.35, weights="none")
+    model.save(run / "model.keras")
+    cfg = {"kind": "run", "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 48, "resize_mode": "nearest",
+           "preprocessing": "x/127.5 - 1 (inside the model)", "classes": ["MM", "Nev", "BCC"],
+           "taxonomy": "native", "data": [{"dir": str(cv_dataset), "hash": Manifest.load(cv_dataset).hash}]}
+    (run / "config.json").write_text(json.dumps(cfg))
+    doc = convert_run(ConvertConfig(run=run, modes=["qat"], out=tmp_path / "out", qat_steps=1,
+                                    calibration_size=3, verify_size=3, keep_failed=True))
+    meta = doc["variants"]["qat"]
+    info = inspect_tflite(tmp_path / "out" / "model.qat.tflite")
+    assert info.integer_op_share() == 1.0
+    assert meta["input"]["dtype"] == "uint8" and meta["output"]["dtype"] == "uint8"
+    assert meta["verification"]["max_abs_diff"] <= 0.5
+    assert isinstance(keras.models.load_model(run / "model.keras"), keras.Model)
