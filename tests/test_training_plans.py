@@ -47,6 +47,9 @@ def test_shipped_plans_load_with_parameters(tr_datasets):
     assert len(load_plan("c", {p: d for p in ("edra", "dermofit", "target")}, {"backbone": "tiny", "weights": "none"}).stages) == 3
     o = load_plan("o", {"target": d}, {"backbone": "tiny"})
     assert o.stages[0].config.weights == "none" and o.stages[0].config.blocks == 4  # the whole backbone
+    # the from-scratch recipe: every layer from the start at 1e-3 (not a frozen random backbone)
+    assert o.stages[0].config.unfreeze == "full" and o.stages[0].config.n_steps == 1
+    assert (o.stages[0].config.lr_head, o.stages[0].config.lr_backbone) == (1e-3, 1e-3)
     x = load_plan("x", {p: d for p in ("edra", "dermofit", "target")}, {"backbone": "tiny", "weights": "none"})
     assert x.stages[0].config.merge == "last" and len(x.stages[0].config.data) == 3
 

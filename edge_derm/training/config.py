@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -11,6 +12,16 @@ from edge_derm.errors import ConfigError
 
 RESIZE_MODES = ("nearest", "pad")
 DISTRIBUTE = ("none", "mirrored", "multiworker")
+SCHEDULES = ("blockwise", "full")
+# Learning rates when lr_head / lr_backbone are not given: the paper's for the block-wise schedule,
+# a from-scratch rate for the full one (a random backbone needs to move fast, not be protected).
+DEFAULT_LR = {"blockwise": (1e-4, 1e-5), "full": (1e-3, 1e-3)}
+# BatchNorm momentum while the full schedule trains (restored before saving): MobileNetV2's 0.999
+# leaves the moving averages near their random-init values after a few hundred steps, so a model
+# trained from scratch would be evaluated with the wrong statistics.
+FULL_BN_MOMENTUM = 0.9
+
+_log = logging.getLogger(__name__)
 
 # Fields that do not change the trained model (allowed to differ on --resume).
 _RUNTIME_FIELDS = ("distribute",)
@@ -28,13 +39,18 @@ class TrainConfig:
         image_size: Square input size in pixels (None = the backbone's default, 300).
         resize_mode: ``nearest`` (the paper) or ``pad`` (aspect-preserving).
         weights: ``imagenet``, ``none`` or a path (weights file or a previous run's model.keras).
-        epochs_per_block: Epochs of each schedule step.
+        epochs_per_block: Epochs of each schedule step (``unfreeze = "full"``: the single step trains
+            ``epochs_per_block x (blocks + 1)`` epochs, the block-wise schedule's total).
         blocks: Backbone blocks to unfreeze one by one after the head step (None = the paper's
             count for the backbone; ``"all"`` adds ``rest``, i.e. the whole backbone, e.g. from scratch).
+        unfreeze: The schedule: ``blockwise`` (the paper's: the head alone, then one more block per step) or
+            ``full`` (one step that trains every layer from the start, at ``lr_backbone`` for the
+            backbone, with BatchNorm momentum 0.9 while training; the recipe for ``weights = "none"``,
+            plan ``o``: a random backbone frozen at step 0 and then trained at 1e-5 learns nothing).
         merge: With several datasets: ``union`` of their classes, or only the ``last`` one's classes
             (the other datasets' images of other classes are left out; the paper's strategy x).
-        lr_head: Adam learning rate of the head.
-        lr_backbone: Adam learning rate of the unfrozen backbone blocks.
+        lr_head: Adam learning rate of the head (None = 1e-4 block-wise, 1e-3 full).
+        lr_backbone: Adam learning rate of the unfrozen backbone blocks (None = 1e-5 block-wise, 1e-3 full).
         batch_multiple: Class-balanced batch = number of classes x this.
         batch_size: Explicit batch size (overrides batch_multiple).
         steps_per_epoch: Batches per epoch (None = ceil(train images / batch)).
@@ -55,9 +71,10 @@ class TrainConfig:
     weights: str = "imagenet"
     epochs_per_block: int = 3
     blocks: int | str | None = None
+    unfreeze: str = "blockwise"
     merge: str = "union"
-    lr_head: float = 1e-4
-    lr_backbone: float = 1e-5
+    lr_head: float | None = None
+    lr_backbone: float | None = None
     batch_multiple: int = 1
     batch_size: int | None = None
     steps_per_epoch: int | None = None
@@ -101,7 +118,12 @@ class TrainConfig:
         if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or not 0 <= self.blocks <= n_backbone:
             raise ConfigError(f"blocks must be an integer from 0 to {n_backbone} for {self.backbone} "
                               f"(blocks: {', '.join(spec.block_names[1:])}), got {self.blocks!r}")
-        for name in ("lr_head", "lr_backbone"):
+        if self.unfreeze not in SCHEDULES:
+            raise ConfigError(f"unknown unfreeze schedule {self.unfreeze!r}; use blockwise (the paper's) or full "
+                              "(every layer from the start, for weights none)")
+        for name, default in zip(("lr_head", "lr_backbone"), DEFAULT_LR[self.unfreeze]):
+            if getattr(self, name) is None:
+                setattr(self, name, default)
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number, e.g. 1e-4, got {value!r}")
@@ -125,16 +147,31 @@ class TrainConfig:
 
     @property
     def n_steps(self) -> int:
-        """Schedule steps: the head alone, then one per unfrozen block."""
-        return int(self.blocks) + 1
+        """Schedule steps: the head alone, then one per unfrozen block (``unfreeze = "full"``: one)."""
+        return 1 if self.unfreeze == "full" else int(self.blocks) + 1
 
-    def schedule(self) -> dict[str, Any]:
-        """The block-wise schedule as saved in config.json."""
+    def steps(self) -> list[dict[str, Any]]:
+        """The schedule's steps: ``{"step", "block", "trainable" (block names), "level", "epochs"}``.
+
+        ``level`` is the index into the backbone's block map that ``apply_schedule`` takes.
+        """
         from edge_derm.models import get_spec
 
         names = get_spec(self.backbone).block_names
-        return {
-            "steps": [{"step": k, "block": names[k], "trainable": names[: k + 1]} for k in range(self.n_steps)],
+        if self.unfreeze == "full":
+            return [{"step": 0, "block": "all", "trainable": list(names), "level": len(names) - 1,
+                     "epochs": self.epochs_per_block * (int(self.blocks) + 1)}]
+        return [{"step": k, "block": names[k], "trainable": names[: k + 1], "level": k,
+                 "epochs": self.epochs_per_block} for k in range(self.n_steps)]
+
+    def schedule(self) -> dict[str, Any]:
+        """The schedule as saved in config.json."""
+        steps = [{k: v for k, v in s.items() if k != "level"} for s in self.steps()]
+        if self.unfreeze == "blockwise":  # keep the saved form of existing runs
+            steps = [{k: v for k, v in s.items() if k != "epochs"} for s in steps]
+        out = {
+            "kind": self.unfreeze,
+            "steps": steps,
             "epochs_per_block": self.epochs_per_block,
             "lr": {"head": self.lr_head, "backbone": self.lr_backbone},
             "optimizer": "adam (one per group, new at each step)",
@@ -144,6 +181,9 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "steps_per_epoch": self.steps_per_epoch,
         }
+        if self.unfreeze == "full":
+            out["batchnorm_momentum_while_training"] = FULL_BN_MOMENTUM
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

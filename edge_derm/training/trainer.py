@@ -6,6 +6,10 @@ created fresh at each step (as the paper re-compiles per block), so a checkpoint
 after a step is all the state a resume needs. Each step reseeds with ``seed + step``, so a
 resumed run reproduces the uninterrupted one. Frozen layers have ``trainable=False``, which in
 Keras 2 also runs their BatchNormalization in inference mode.
+
+``unfreeze = "full"`` (the from-scratch recipe, plan ``o``) is one step that trains every layer
+from the start (1e-3 by default), with BatchNorm momentum 0.9 while it trains so the moving
+averages follow the weights; the block-wise schedule leaves a random backbone at chance.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from edge_derm import progress
 from edge_derm.errors import ConfigError, ModelError, OutputExistsError
 from edge_derm.fsutil import atomic_write_text, read_json, write_json
-from edge_derm.training.config import TrainConfig, config_diff
+from edge_derm.training.config import FULL_BN_MOMENTUM, TrainConfig, config_diff
 from edge_derm.training.data import TrainingData, load_data
 
 _log = logging.getLogger(__name__)
@@ -278,6 +282,10 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
 
     out = Path(out)
     spec = get_spec(config.backbone)
+    if config.weights == "none" and config.unfreeze == "blockwise":
+        _log.warning("training from random weights with the block-wise schedule: the backbone is frozen at "
+                     "step 0 and then trained at lr_backbone %g; for a from-scratch recipe use "
+                     "unfreeze = \"full\" (plan o)", config.lr_backbone)
     data = load_data(config.data, merge=config.merge)
     rc = run_config(config, data)
     state = _prepare_folder(out, rc, resume=resume, force=force)
@@ -315,21 +323,23 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     batch = config.batch_size or n_classes * config.batch_multiple
     spe = config.steps_per_epoch or steps_per_epoch(len(data.train[0]), batch)
     history: list[dict[str, Any]] = list(state["history"])
+    steps = config.steps()
     for k in range(start, config.n_steps):
-        block = spec.block_names[k]
+        block, n_epochs = steps[k]["block"], steps[k]["epochs"]
         keras.utils.set_random_seed(config.seed + k)
         with strategy.scope():
-            head_vars, bb_vars = apply_schedule(model, spec, k)
+            head_vars, bb_vars = apply_schedule(model, spec, steps[k]["level"])
             step_fn = make_train_function(model, head_vars, bb_vars, lr_head=config.lr_head,
                                           lr_backbone=config.lr_backbone, global_batch=batch,
                                           label_smoothing=config.label_smoothing, strategy=strategy)
+        momenta = _set_bn_momentum(model, FULL_BN_MOMENTUM) if config.unfreeze == "full" else {}
         ds = make_dataset(data.train[0], data.train[1], n_classes, config.image_size, training=True,
                           batch_size=batch, augment=AugmentConfig(enabled=config.augment),
                           resize_mode=config.resize_mode, seed=config.seed + k)
         iterator = iter(strategy.experimental_distribute_dataset(ds))
-        for epoch in range(1, config.epochs_per_block + 1):
+        for epoch in range(1, n_epochs + 1):
             losses, correct, seen, t0 = [], 0.0, 0, time.perf_counter()
-            with progress.task(f"step {k}/{config.n_steps - 1} ({block}) epoch {epoch}/{config.epochs_per_block}",
+            with progress.task(f"step {k}/{config.n_steps - 1} ({block}) epoch {epoch}/{n_epochs}",
                                total=spe) as advance:
                 for b in range(spe):
                     loss, corr = step_fn(next(iterator))
@@ -356,6 +366,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
                 row["val_loss"], row["val_accuracy"] = _loss_accuracy(probs, data.val[1])
             history.append(row)
             _log.info("step %d [%s] epoch %d: %s", k, block, epoch, row)
+        _restore_bn_momentum(model, momenta)
         # Checkpoint first, then the state that points at it: a crash in between keeps the old state.
         target = ckpt_dir if chief else Path(tempfile.mkdtemp())
         save_model(model, target / f"step_{k}.keras")
@@ -376,6 +387,23 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         write_json(ckpt_dir / "state.json", state)
     return {"out": out, "metrics": metrics, "history": history, "params": rc["params"],
             "train_images_per_s": _rate(state), "replicas": int(strategy.num_replicas_in_sync)}
+
+
+def _set_bn_momentum(model, momentum: float) -> dict[Any, float]:
+    """Set the momentum of every trainable BatchNormalization layer; returns the old values."""
+    from edge_derm.models._tf import keras
+
+    old = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            old[layer] = layer.momentum
+            layer.momentum = momentum
+    return old
+
+
+def _restore_bn_momentum(model, momenta: dict[Any, float]) -> None:
+    for layer, momentum in momenta.items():
+        layer.momentum = momentum
 
 
 def _rate(state: dict[str, Any]) -> float | None:
