@@ -81,7 +81,8 @@ def merge(
     from edge_derm.data.build import merge_datasets
 
     m = merge_datasets(dirs, out, force=force, drop_duplicates=drop_duplicates)
-    _render_counts(m.info, title=f"{out}  (merged {len(dirs)} datasets)")
+    _console().print(f"merged {len(dirs)} datasets into {out}", soft_wrap=True)
+    _render_counts(m.info, title=str(out))
 
 
 @data_app.command("split")
