@@ -108,6 +108,53 @@ def _config_classes():
     return NoOpQuantizeConfig, OutputQuantizeConfig
 
 
+def _follows_conv(layer) -> bool:
+    """A BatchNormalization whose only input is a Conv2D/DepthwiseConv2D (tfmot folds the pair)."""
+    import tf_keras as keras
+
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return False
+    try:
+        inbound = [n.inbound_layers for n in layer.inbound_nodes]
+    except Exception:  # noqa: BLE001 - a layer not yet called has no nodes
+        return False
+    conv = inbound[0] if len(inbound) == 1 else None
+    # tfmot's pattern needs a linear convolution; any other BatchNorm keeps the output-only config.
+    return (isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+            and keras.activations.serialize(conv.activation) == "linear")
+
+
+def init_ranges(qmodel, float_model, images: np.ndarray, batch_size: int = 32) -> int:
+    """Start every activation quantiser at the float model's observed range on ``images``.
+
+    tfmot starts activation ranges at [-6, 6] and moves them by an EMA (decay 0.999), so after a
+    few hundred steps a BatchNorm or Add output of +-30 is still clipped to about +-11 and the QAT
+    model (and its .tflite) no longer matches the float model. Returns how many ranges were set.
+    """
+    import tf_keras as keras
+
+    pairs = []
+    names = {layer.name for layer in float_model.layers}
+    for layer in qmodel.layers:
+        orig = layer.name[len("quant_"):] if layer.name.startswith("quant_") else None
+        if orig not in names:
+            continue
+        ranged = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0]
+                  in ("output_min", "output_max", "post_activation_min", "post_activation_max")]
+        if ranged:
+            pairs.append((orig, ranged))
+    if not pairs or images is None or len(images) == 0:
+        return 0
+    probe = keras.Model(float_model.inputs, [float_model.get_layer(n).output for n, _ in pairs])
+    outs = probe.predict(images, batch_size=batch_size, verbose=0)
+    outs = outs if isinstance(outs, list) else [outs]
+    for (_, ranged), out in zip(pairs, outs):
+        lo, hi = min(float(out.min()), 0.0), max(float(out.max()), 0.0)
+        for w in ranged:
+            w.assign(lo if w.name.split("/")[-1].split(":")[0].endswith("min") else hi)
+    return len(pairs)
+
+
 def quantize_model(model):
     """A quantisation-aware copy of ``model`` (flattened, weights kept, not compiled)."""
     import tf_keras as keras
@@ -125,7 +172,11 @@ def quantize_model(model):
     def annotate(layer):
         if isinstance(layer, keras.layers.InputLayer):
             return layer
-        if registry.supports(layer):
+        if registry.supports(layer) or _follows_conv(layer):
+            # BatchNormalization after a convolution has no registry entry: tfmot's Conv+BN(+ReLU)
+            # transforms handle it, and only when it carries no custom config. A custom config here
+            # would leave a fake-quant between Conv and BatchNorm (clipping the unfolded conv output)
+            # and a graph the converter cannot fold.
             return qk.quantize_annotate_layer(layer)
         skipped.append(f"{layer.name} ({type(layer).__name__})")
         return qk.quantize_annotate_layer(layer, quantize_config=output_only())
@@ -144,12 +195,13 @@ def quantize_model(model):
 
 def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, image_size: int, resize_mode: str, *,
              epochs: int = 1, learning_rate: float = 1e-5, batch_size: int | None = None, seed: int = 0,
-             steps_per_epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
+             steps_per_epoch: int | None = None, range_images: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
     """Quantisation-aware fine-tuning on the run's training data.
 
     Uses the project's input pipeline (class-balanced, augmented batches, as in training);
-    BatchNorm statistics stay frozen. Activation ranges start at tfmot's [-6, 6] (the input's
-    from its first batch) and follow an EMA (decay 0.999), so QAT needs hundreds of steps.
+    BatchNorm statistics stay frozen. Activation ranges start at the float model's ranges on
+    ``range_images`` (default: 64 seeded training images, preprocessed as at evaluation), not
+    tfmot's [-6, 6], then follow tfmot's EMA (decay 0.999).
 
     Returns:
         The trained quantisation-aware model and a summary (epochs, steps, final loss/accuracy).
@@ -164,6 +216,12 @@ def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, imag
                               "pass --calibration DIR with a dataset that has a train split")
     tf.random.set_seed(seed)
     qmodel = quantize_model(model)
+    if range_images is None:
+        from edge_derm.data.images import load_for_model
+
+        pick = np.random.default_rng(seed).permutation(len(paths))[:64]
+        range_images = np.stack([load_for_model(paths[i], image_size, resize_mode) for i in pick])
+    n_ranges = init_ranges(qmodel, flatten_model(model), range_images)
     # Class-balanced batches are small (one image per class): BatchNorm statistics from them
     # would drift, so BatchNorm runs in inference mode (frozen statistics) during QAT.
     for layer in qmodel.layers:
@@ -178,7 +236,7 @@ def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, imag
     steps = steps_per_epoch or steps_for(len(paths), batch)
     history = qmodel.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0)
     summary = {"epochs": epochs, "steps_per_epoch": steps, "learning_rate": learning_rate, "batch_size": batch,
-               "n_train": len(paths),
+               "n_train": len(paths), "ranges_initialised": n_ranges,
                "final_loss": round(float(history.history["loss"][-1]), 6),
                "final_accuracy": round(float(history.history.get("accuracy", [float("nan")])[-1]), 6)}
     return qmodel, summary

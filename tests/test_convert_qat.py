@@ -140,3 +140,24 @@ def test_qat_mobilenet_v2(cv_dataset, tmp_path):
     assert meta["input"]["dtype"] == "uint8" and meta["output"]["dtype"] == "uint8"
     assert meta["verification"]["max_abs_diff"] <= 0.5
     assert isinstance(keras.models.load_model(run / "model.keras"), keras.Model)
+
+
+def test_qat_folds_conv_batchnorm_and_starts_from_float_ranges():
+    """Conv+BatchNorm pairs get tfmot's fold transform (no fake-quant between them), and activation
+    ranges start at the float model's (a trained MobileNetV2 has BN/Add outputs far beyond [-6, 6])."""
+    import tf_keras as keras
+
+    from edge_derm.converters.qat import init_ranges, quantize_model
+    from edge_derm.models import build_classifier
+
+    model = build_classifier("mobilenet_v2", 3, image_size=32, alpha=0.35, weights="none")
+    q = quantize_model(model)
+    conv = q.get_layer("quant_Conv1")
+    assert not [w for w in conv.weights if "post_activation" in w.name], "fake-quant between Conv1 and its BN"
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    assert init_ranges(q, model, images) > 10
+    bn_out = keras.Model(model.inputs, model.get_layer("expanded_conv_project_BN").output).predict(images, verbose=0)
+    bn = {w.name.split("/")[-1].split(":")[0]: float(w.numpy()) for w in q.get_layer("quant_expanded_conv_project_BN").weights
+          if "output_m" in w.name}
+    assert bn["output_max"] == pytest.approx(max(float(bn_out.max()), 0.0), rel=1e-5)
+    assert bn["output_min"] == pytest.approx(min(float(bn_out.min()), 0.0), rel=1e-5)
