@@ -4,7 +4,8 @@ One call runs every stage and leaves one folder::
 
     <out>/data/        synthetic images (the folder layout) + synth.json
     <out>/dataset/     manifest.csv + dataset.json (grouped, stratified 80:20 split)
-    <out>/run/         block-wise training run (model.keras, config.json, history, metrics)
+    <out>/run/         training run (model.keras, config.json, history, metrics): block-wise from
+                       ImageNet weights, every layer from epoch 1 when trained from scratch
     <out>/convert/     model.{fp32,fp16,dynamic,int8}.tflite + labels.txt + model.json
     <out>/benchmark/   results.csv / results.json / plots (this CPU, per class, gates)
     <out>/report.html, report.md, report_assets/
@@ -36,7 +37,7 @@ _log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 N_CLASSES = 13  # the synthetic dataset always has every dermai13 class
 CHANCE = 1.0 / N_CLASSES
-#: Training images used to recompute BatchNorm statistics of a from-scratch run (one batch).
+#: Training images that recompute the BatchNorm statistics after each step (TrainConfig.bn_recalibration).
 BN_IMAGES = 256
 MODES = ("fp32", "fp16", "dynamic", "int8")
 DEFAULT_GATES = ("macro_f1=2", "sensitivity:MM=5")
@@ -47,7 +48,7 @@ STAGES = ("synthesise", "dataset", "train", "convert", "benchmark", "report")
 _STAGE_TITLES = {
     "synthesise": "synthesising the lesion images",
     "dataset": "building and splitting the dataset",
-    "train": "training block by block",
+    "train": "training the classifier",
     "convert": "converting to TFLite (fp32, fp16, dynamic, int8)",
     "benchmark": "benchmarking on this CPU (per class, gates)",
     "report": "writing the report",
@@ -81,8 +82,9 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class Schedule:
-    """The shortened block-wise schedule the demo trains with (recorded in the run and summary)."""
+    """The shortened schedule the demo trains with (recorded in the run and summary)."""
 
+    unfreeze: str  # TrainConfig.unfreeze: "blockwise" or "full"
     blocks: int | str
     epochs_per_block: int
     lr_head: float
@@ -91,18 +93,25 @@ class Schedule:
 
 
 def schedule_for(pretrained: bool, quick: bool) -> Schedule:
-    """The demo's schedule: the paper's shape (head, then one more block per step), shortened.
+    """The demo's schedule, shortened.
 
-    The learning rates are the paper's x30 (head 3e-3) and x100 (backbone 1e-3): the demo trains
-    for a few hundred steps, the paper for thousands. A pretrained backbone unfreezes the paper's
-    blocks (``--quick``: 2 of them); one trained from scratch has every block unfrozen (``all``).
+    A pretrained backbone follows the paper's shape (head, then one more block per step; ``--quick``:
+    2 blocks) at the paper's learning rates x30 (head 3e-3) and x100 (backbone 1e-3): the demo trains
+    for a few hundred steps, the paper for thousands. A backbone trained from scratch uses the
+    from-scratch recipe instead (``unfreeze = "full"``: every layer from epoch 1, lr 3e-3, which learned
+    faster than 1e-3 on the synthetic images): frozen random blocks learn nothing, so block-wise
+    unfreezing stays near chance. Its ``blocks = "all"`` makes the one step last
+    ``epochs_per_block x 6`` epochs for MobileNetV2: 18 (default), 12 (``--quick``). Measured offline on
+    a loaded 2-core CPU (benchmarks/measure_demo.py --offline): default 292 s, 4.1x chance;
+    ``--quick`` 90 s, 2.2x chance.
     """
     if pretrained:
-        return Schedule(blocks=2 if quick else 4, epochs_per_block=2 if quick else 3, lr_head=3e-3,
-                        lr_backbone=1e-3, why="ImageNet features: head + the last " + ("2" if quick else "4")
-                        + " blocks")
-    return Schedule(blocks="all", epochs_per_block=1 if quick else 4, lr_head=3e-3, lr_backbone=3e-3,
-                    why="from scratch: head, then every block; expect far lower accuracy than from ImageNet")
+        return Schedule(unfreeze="blockwise", blocks=2 if quick else 4, epochs_per_block=2 if quick else 3,
+                        lr_head=3e-3, lr_backbone=1e-3,
+                        why="ImageNet features: head + the last " + ("2" if quick else "4") + " blocks")
+    return Schedule(unfreeze="full", blocks="all", epochs_per_block=2 if quick else 3, lr_head=3e-3,
+                    lr_backbone=3e-3, why="from scratch: every layer trained from epoch 1 (unfreeze full); "
+                    "expect far lower accuracy than from ImageNet")
 
 
 @dataclass
@@ -119,7 +128,8 @@ class DemoConfig:
         image_size: Model input size in pixels (None = the preset's).
         per_class: Synthetic images per class (None = the preset's).
         synth_size: Side of the synthetic images (None = the preset's, at least ``image_size``).
-        epochs_per_block: Override the schedule's epochs per block step.
+        epochs_per_block: Override the schedule's epochs per step (from scratch, ``unfreeze = "full"``:
+            the one step trains this x (blocks + 1) epochs).
         blocks: Override the schedule's number of unfrozen blocks (an int or ``all``).
         steps_per_epoch: Batches per epoch (None = one pass over the training images).
         gates: Largest allowed drops against fp32, reported (not enforced) in the summary.
@@ -445,13 +455,15 @@ def _run_stages(config: DemoConfig, out: Path, on_stage: StageCallback | None) -
 
         tcfg = TrainConfig(data=[str(out / "dataset")], backbone=sizes["backbone"], alpha=sizes["alpha"],
                            image_size=sizes["image_size"], weights=decision.weights, epochs_per_block=epochs,
-                           blocks=blocks, lr_head=sched.lr_head, lr_backbone=sched.lr_backbone,
-                           steps_per_epoch=config.steps_per_epoch, seed=config.seed)
-        trained = train(tcfg, out / "run", evaluate=False)
-        trained["metrics"] = _recalibrate_and_evaluate(tcfg, out / "run")
-        bn_note = "; BatchNorm statistics of the trained blocks recomputed on the training images after training"
-        schedule_note = (f"demo schedule ({sched.why}): {tcfg.n_steps} steps x {tcfg.epochs_per_block} epochs, "
-                         f"lr head {tcfg.lr_head:g} / backbone {tcfg.lr_backbone:g}")
+                           blocks=blocks, unfreeze=sched.unfreeze, lr_head=sched.lr_head,
+                           lr_backbone=sched.lr_backbone, steps_per_epoch=config.steps_per_epoch, seed=config.seed,
+                           bn_recalibration=BN_IMAGES)
+        trained = train(tcfg, out / "run")
+        bn_note = (f"; BatchNorm statistics of the trained blocks recomputed on {BN_IMAGES} training images "
+                   "after each step (bn_recalibration)")
+        epochs = [s["epochs"] for s in tcfg.steps()]
+        schedule_note = (f"demo schedule ({sched.why}): {tcfg.unfreeze}, {len(epochs)} step(s) x {epochs[0]} "
+                         f"epochs, lr head {tcfg.lr_head:g} / backbone {tcfg.lr_backbone:g}")
         run_cfg = read_json(out / "run" / "config.json")
         run_cfg["weights_note"] = f"{decision.note}; {schedule_note}{bn_note}"
         write_json(out / "run" / "config.json", run_cfg)
@@ -480,8 +492,10 @@ def _run_stages(config: DemoConfig, out: Path, on_stage: StageCallback | None) -
                     "per_class": sizes["per_class"], "image_px": sizes["synth_size"], "splits": counts,
                     "hash": manifest.hash},
         "training": {"dir": "run", "backbone": tcfg.backbone, "alpha": tcfg.alpha, "image_size": tcfg.image_size,
-                     "weights": tcfg.weights, "steps": [s["block"] for s in tcfg.schedule()["steps"]],
-                     "epochs_per_block": tcfg.epochs_per_block, "steps_per_epoch": tcfg.steps_per_epoch,
+                     "weights": tcfg.weights, "unfreeze": tcfg.unfreeze,
+                     "steps": [s["block"] for s in tcfg.schedule()["steps"]],
+                     "epochs_per_block": tcfg.epochs_per_block, "epochs": sum(s["epochs"] for s in tcfg.steps()),
+                     "steps_per_epoch": tcfg.steps_per_epoch,
                      "lr_head": tcfg.lr_head, "lr_backbone": tcfg.lr_backbone, "why": sched.why,
                      "params": trained.get("params"), "train_images_per_s": trained.get("train_images_per_s")},
         "metrics": {"chance_accuracy": CHANCE, "keras": _headline(keras_metrics), "variants": _variants(bench.rows)},
@@ -494,6 +508,8 @@ def _run_stages(config: DemoConfig, out: Path, on_stage: StageCallback | None) -
         "versions": provenance.versions(),
     })
 
+    summary["stages"] = stages  # the report's Demo section shows the timings so far
+    write_json(out / "summary.json", summary)
     with stage("report"):
         from edge_derm.report import write_report
 
@@ -505,42 +521,6 @@ def _run_stages(config: DemoConfig, out: Path, on_stage: StageCallback | None) -
     summary["status"] = "complete"
     write_json(out / "summary.json", summary)
     return summary
-
-
-def _recalibrate_and_evaluate(tcfg: Any, run: Path) -> dict[str, Any] | None:
-    """Recompute the BatchNorm statistics of the blocks trained last, save the model, evaluate it.
-
-    Unfrozen BatchNorm layers normalise with batch statistics while training, but their moving
-    averages (MobileNetV2's momentum is 0.999) barely move in a schedule of a few hundred steps: the
-    model is right in training mode and far worse in inference mode. One pass over the training
-    images (no augmentation) with momentum 0 sets each such layer's moving averages to the statistics
-    of those images; frozen layers (inference mode throughout training) keep theirs.
-    """
-    import numpy as np
-
-    from edge_derm.data.pipeline import make_dataset
-    from edge_derm.models import get_spec, load_model
-    from edge_derm.models._tf import keras
-    from edge_derm.training.data import load_data
-    from edge_derm.training.trainer import apply_schedule, evaluate_model, save_model
-
-    model = load_model(run / "model.keras")
-    apply_schedule(model, get_spec(tcfg.backbone), tcfg.n_steps - 1)  # the last step's trainable layers
-    data = load_data(tcfg.data, merge=tcfg.merge)
-    paths, labels = data.train
-    pick = np.sort(np.random.default_rng(tcfg.seed).permutation(len(paths))[:BN_IMAGES])
-    ds = make_dataset([paths[i] for i in pick], labels[pick], len(data.classes), tcfg.image_size,
-                      training=False, batch_size=len(pick), resize_mode=tcfg.resize_mode)
-    images = next(iter(ds))[0]
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-    momenta = [layer.momentum for layer in bns]
-    for layer in bns:
-        layer.momentum = 0.0
-    model(images, training=True)  # frozen layers run in inference mode (Keras 2), trained ones update
-    for layer, momentum in zip(bns, momenta):
-        layer.momentum = momentum
-    save_model(model, run / "model.keras")
-    return evaluate_model(model, data, tcfg, run)
 
 
 class _Timer:

@@ -707,6 +707,38 @@ class Report:
     sections: list[Section]
 
 
+def _demo_section(doc: Doc, folder: Path) -> None:
+    """A short "Demo" section from ``summary.json`` (written by ``edge-derm demo``), when present."""
+    path = folder / "summary.json"
+    if not path.is_file():
+        return
+    s = _read_json(path)
+    if not isinstance(s, dict) or s.get("kind") != "demo":
+        return
+    doc.h(2, "Demo")
+    w, t, m, g = (s.get(k) or {} for k in ("weights", "training", "metrics", "gates"))
+    keras = m.get("keras") or {}
+    chance = _num(m.get("chance_accuracy"))
+    acc = _num(keras.get("accuracy"))
+    pairs = [("weights", w.get("note", DASH))]
+    if t:
+        recipe = ("every layer from epoch 1 (unfreeze full)" if t.get("unfreeze") == "full"
+                  else f"block-wise: {' -> '.join(t.get('steps') or [])}")
+        pairs.append(("training", f"{t.get('backbone')} at {t.get('image_size')} px, {recipe}, "
+                                  f"{t.get('epochs', DASH)} epochs, lr head {t.get('lr_head')} / "
+                                  f"backbone {t.get('lr_backbone')}"))
+    if acc is not None and chance:
+        pairs.append(("test accuracy (Keras)", f"{_pct(acc)} % ({acc / chance:.1f}x chance {_pct(chance)} %), "
+                                               f"macro F1 {_pct(keras.get('macro_f1'))} %"))
+    if g:
+        pairs.append(("gates", f"{', '.join(g.get('rules') or [])}: " + (
+            "passed" if g.get("passed") else f"{len(g.get('failures') or [])} failed (reported, not fatal)")))
+    doc.kv(pairs)
+    stages = s.get("stages") or []
+    if stages:
+        doc.table(["stage", "seconds"], [[st.get("name"), _fmt(st.get("seconds"), 1)] for st in stages])
+
+
 def build_report(folder: Path) -> Report:
     """Find the artefact folders under ``folder`` and render the report in memory.
 
@@ -720,6 +752,7 @@ def build_report(folder: Path) -> Report:
     doc, prov, seen = Doc(), [], set()
     kinds = sorted({s.kind for s in sections}, key=[k for k, _ in KINDS].index)
     doc.p(f"Folder {folder.resolve()} · sections: {', '.join(kinds)} · edge-derm {__version__}", "meta")
+    _demo_section(doc, folder)
     for s in sections:
         try:
             if s.kind == "run":

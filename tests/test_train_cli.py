@@ -94,3 +94,47 @@ def test_plan_and_experiment(tr_datasets, tmp_path, capsys):
     rows = json.loads((exp / "comparison.json").read_text())["rows"]
     assert rows[0]["params"] > 0 and 0 <= rows[0]["macro_f1"] <= 1 and len(rows[0]["macro_f1_ci"]) == 2
     assert (exp / "comparison.md").is_file() and (exp / "one-tiny" / "report.md").is_file()
+
+
+def test_train_unfreeze_full(tr_datasets, tmp_path, capsys):
+    data = str(tr_datasets["plain"])
+    run = tmp_path / "full run"
+    fast = [a for a in FAST if a not in ("--lr-head", "0.01")]
+    assert main(["-q", "train", "--data", data, *fast, "--unfreeze", "full", "--out", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["train"]["unfreeze"] == "full" and cfg["schedule"]["kind"] == "full"
+    assert len(cfg["schedule"]["steps"]) == 1 and cfg["schedule"]["steps"][0]["block"] == "all"
+    assert cfg["schedule"]["lr"] == {"head": 1e-3, "backbone": 1e-3}  # the from-scratch defaults
+    capsys.readouterr()
+    assert main(["-q", "train", "--data", data, *fast, "--unfreeze", "layerwise", "--out", str(tmp_path / "r")]) != 0
+    assert "layerwise" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_bn_recalibration_matches_training_mode_statistics(tr_datasets, tmp_path):
+    """After ``bn_recalibration`` the saved model normalises with the statistics of the training images:
+    on exactly those images (all of them here) inference mode gives training mode's output."""
+    import numpy as np
+
+    from edge_derm.data.pipeline import make_dataset
+    from edge_derm.models import load_model
+    from edge_derm.training import TrainConfig
+    from edge_derm.training.data import load_data
+    from edge_derm.training.trainer import train
+
+    cfg = TrainConfig(data=[str(tr_datasets["plain"])], backbone="tiny", image_size=24, weights="none",
+                      epochs_per_block=1, steps_per_epoch=2, unfreeze="full", bn_recalibration=10_000)
+    train(cfg, tmp_path / "bn run", evaluate=False)
+    saved = json.loads((tmp_path / "bn run" / "config.json").read_text())
+    assert saved["train"]["bn_recalibration"] == 10_000
+    data = load_data(cfg.data)
+    paths, labels = data.train
+    ds = make_dataset(list(paths), labels, len(data.classes), 24, training=False, batch_size=len(paths))
+    images = next(iter(ds))[0]
+    model = load_model(tmp_path / "bn run" / "model.keras")
+    inference = model(images, training=False).numpy()
+    np.testing.assert_allclose(inference, model(images, training=True).numpy(), atol=1e-3)
+    # without it, the moving averages (momentum 0.9 for 2 steps) are far from the data statistics
+    plain = TrainConfig(**{**cfg.to_dict(), "bn_recalibration": 0})
+    train(plain, tmp_path / "plain run", evaluate=False)
+    model = load_model(tmp_path / "plain run" / "model.keras")
+    assert np.abs(model(images, training=False).numpy() - model(images, training=True).numpy()).max() > 1e-2

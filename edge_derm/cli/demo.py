@@ -58,8 +58,12 @@ def _print_summary(s: dict) -> None:
     typer.echo(f"data: {d['images']} synthetic images, {len(d['classes'])} classes, "
                f"train {d['splits']['train']} / test {d['splits']['test']}")
     alpha = f" alpha {t['alpha']}" if t.get("alpha") is not None else ""
-    typer.echo(f"model: {t['backbone']}{alpha} at {t['image_size']} px, steps {' -> '.join(t['steps'])}, "
-               f"{t['epochs_per_block']} epochs each")
+    if t.get("unfreeze") == "full":
+        typer.echo(f"model: {t['backbone']}{alpha} at {t['image_size']} px, every layer trained from epoch 1 "
+                   f"(unfreeze full), {t.get('epochs')} epochs, lr {t['lr_backbone']:g}")
+    else:
+        typer.echo(f"model: {t['backbone']}{alpha} at {t['image_size']} px, steps {' -> '.join(t['steps'])}, "
+                   f"{t['epochs_per_block']} epochs each")
     typer.echo(f"weights: {w['note']}")
     k = m["keras"]
     typer.echo(f"test (Keras): accuracy {_pct(k.get('accuracy'))}, macro F1 {_pct(k.get('macro_f1'))} "

@@ -20,6 +20,11 @@ class Distribute(str, Enum):
     multiworker = "multiworker"
 
 
+class Unfreeze(str, Enum):
+    blockwise = "blockwise"
+    full = "full"
+
+
 class Split(str, Enum):
     train = "train"
     val = "val"
@@ -69,11 +74,15 @@ def train(
     weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, none, or a weights file."),
     epochs_per_block: Optional[int] = typer.Option(None, "--epochs-per-block", "-e", help="Epochs per step (3)."),
     blocks: Optional[str] = typer.Option(None, "--blocks", help="Backbone blocks to unfreeze, or 'all'."),
+    unfreeze: Optional[Unfreeze] = typer.Option(
+        None, "--unfreeze", help="blockwise (the paper's: head, then one more block per step) or full (every "
+                                 "layer from epoch 1, lr 1e-3: the from-scratch recipe for --weights none)."),
     batch_multiple: Optional[int] = typer.Option(None, "--batch-multiple", help="Images per class per batch (1)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Explicit batch size."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Batches per epoch."),
-    lr_head: Optional[float] = typer.Option(None, "--lr-head", help="Head learning rate (1e-4)."),
-    lr_backbone: Optional[float] = typer.Option(None, "--lr-backbone", help="Backbone learning rate (1e-5)."),
+    lr_head: Optional[float] = typer.Option(None, "--lr-head", help="Head learning rate (1e-4; full: 1e-3)."),
+    lr_backbone: Optional[float] = typer.Option(None, "--lr-backbone",
+                                                help="Backbone learning rate (1e-5; full: 1e-3)."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (0)."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Head dropout (0)."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation (on)."),
@@ -87,8 +96,9 @@ def train(
 ) -> None:
     """Train a classifier block by block (or a sequential --plan) into a run folder."""
     opts = _options(backbone=backbone, alpha=alpha, image_size=image_size, resize_mode=resize_mode, weights=weights,
-                    epochs_per_block=epochs_per_block, blocks=_blocks(blocks), batch_multiple=batch_multiple,
-                    batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_head=lr_head, lr_backbone=lr_backbone,
+                    epochs_per_block=epochs_per_block, blocks=_blocks(blocks), unfreeze=unfreeze,
+                    batch_multiple=batch_multiple, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                    lr_head=lr_head, lr_backbone=lr_backbone,
                     label_smoothing=label_smoothing, dropout=dropout, augment=augment, seed=seed,
                     deterministic=deterministic, bootstrap=bootstrap, distribute=distribute)
     if plan is not None:

@@ -25,6 +25,8 @@ _log = logging.getLogger(__name__)
 
 # Fields that do not change the trained model (allowed to differ on --resume).
 _RUNTIME_FIELDS = ("distribute",)
+# Fields added after runs were saved, with their defaults (left out of the identity at the default).
+_LATER_FIELDS = {"bn_recalibration": 0}
 
 
 @dataclass
@@ -61,6 +63,11 @@ class TrainConfig:
         deterministic: Deterministic TensorFlow ops (reproducible, resumable to the same model).
         distribute: ``none``, ``mirrored`` (all local GPUs) or ``multiworker`` (TF_CONFIG).
         bootstrap: Bootstrap resamples for confidence intervals in the final evaluation.
+        bn_recalibration: Training images (0 = off) used after each schedule step, before the step is
+            saved, to recompute the moving averages of the BatchNorm layers that step trained (one
+            un-augmented batch, momentum 0). Short runs need it: MobileNetV2's momentum 0.999 leaves
+            the averages near their initial values after a few hundred steps, so the model is right in
+            training mode and far worse in inference mode. Frozen layers keep their statistics.
     """
 
     data: list[str] = field(default_factory=list)
@@ -85,6 +92,7 @@ class TrainConfig:
     deterministic: bool = True
     distribute: str = "none"
     bootstrap: int = 0
+    bn_recalibration: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.data, (str, bytes)) or not self.data:
@@ -144,6 +152,10 @@ class TrainConfig:
             raise ConfigError(f"unknown distribution {self.distribute!r}; use one of {', '.join(DISTRIBUTE)}")
         if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
             raise ConfigError(f"bootstrap must be a non-negative integer, got {self.bootstrap!r}")
+        if (isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int)
+                or self.bn_recalibration < 0):
+            raise ConfigError("bn_recalibration must be a non-negative number of images (0 = off, e.g. 256), "
+                              f"got {self.bn_recalibration!r}")
 
     @property
     def n_steps(self) -> int:
@@ -198,10 +210,16 @@ class TrainConfig:
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that decide the trained model (compared on --resume)."""
+        """The fields that decide the trained model (compared on --resume).
+
+        Options added later are left out while they have their default, so runs saved before them resume.
+        """
         d = self.to_dict()
         for key in _RUNTIME_FIELDS:
             d.pop(key, None)
+        for key, default in _LATER_FIELDS.items():
+            if d.get(key) == default:
+                d.pop(key)
         return d
 
 

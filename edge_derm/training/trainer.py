@@ -367,6 +367,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
             history.append(row)
             _log.info("step %d [%s] epoch %d: %s", k, block, epoch, row)
         _restore_bn_momentum(model, momenta)
+        if config.bn_recalibration:
+            with strategy.scope():
+                recalibrate_batchnorm(model, data, config)
         # Checkpoint first, then the state that points at it: a crash in between keeps the old state.
         target = ckpt_dir if chief else Path(tempfile.mkdtemp())
         save_model(model, target / f"step_{k}.keras")
@@ -387,6 +390,29 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         write_json(ckpt_dir / "state.json", state)
     return {"out": out, "metrics": metrics, "history": history, "params": rc["params"],
             "train_images_per_s": _rate(state), "replicas": int(strategy.num_replicas_in_sync)}
+
+
+def recalibrate_batchnorm(model, data: TrainingData, config: TrainConfig) -> int:
+    """Set the moving averages of the trainable BatchNorm layers to the statistics of training images.
+
+    Uses ``config.bn_recalibration`` training images (a seeded sample, no augmentation) in one batch
+    with momentum 0; call it after ``apply_schedule`` for the step just trained (frozen layers run in
+    inference mode in Keras 2 and keep theirs). Returns the number of layers updated.
+    """
+    from edge_derm.data.pipeline import make_dataset
+    from edge_derm.models._tf import keras
+
+    paths, labels = data.train
+    pick = np.sort(np.random.default_rng(config.seed).permutation(len(paths))[: config.bn_recalibration])
+    ds = make_dataset([paths[i] for i in pick], labels[pick], len(data.classes), config.image_size,
+                      training=False, batch_size=len(pick), resize_mode=config.resize_mode)
+    images = next(iter(ds))[0]
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    momenta = _set_bn_momentum(model, 0.0)
+    model(images, training=True)
+    _restore_bn_momentum(model, momenta)
+    _log.info("recomputed the moving averages of %d BatchNorm layers on %d training images", len(bns), len(pick))
+    return len(bns)
 
 
 def _set_bn_momentum(model, momentum: float) -> dict[Any, float]:
