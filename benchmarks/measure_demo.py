@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"         {r['model']}, {r['schedule']}, {r['images']} images (test n={r['test_n']})")
             print(f"         weights: {r['weights']}")
-            print(f"         stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["stages_s"].items()))
+            print("         stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["stages_s"].items()))
             print(f"         test accuracy {100 * r['accuracy']:.1f} % ({r['x_chance']:.1f}x chance {100 * CHANCE:.1f} %), "
                   f"macro F1 {100 * r['macro_f1']:.1f} %")
             for q, v in r["variants"].items():

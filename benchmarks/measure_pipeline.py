@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -38,19 +36,7 @@ from edge_derm.data.synth import CLASSES, render
 NUM_CLASSES = len(CLASSES)
 
 
-def machine() -> dict:
-    """The CPU this ran on."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores_available": cores, "python": platform.python_version(),
-            "system": platform.system()}
+from edge_derm.provenance import machine  # noqa: E402
 
 
 def make_jpegs(root: Path, per_class: int, seed: int = 0) -> tuple[list[str], np.ndarray]:

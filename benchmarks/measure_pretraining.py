@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -48,19 +47,11 @@ HAM = SHARED / "data" / "ham10000-dev"
 
 def machine() -> dict:
     """The machine this ran on (CPU model, cores, GPUs TensorFlow sees)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import tensorflow as tf
 
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores_available": cores, "gpus": gpus, "python": platform.python_version()}
+    from edge_derm import provenance
+
+    return {**provenance.machine(), "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
 
 
 def build_datasets(work: Path, names: list[str], per_class: int, synth_size: int) -> dict[str, Path]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -42,18 +41,7 @@ MODES = ("fp32", "fp16", "dynamic", "int8", "qat")
 FOCUS = ("MM", "BCC")
 
 
-def machine() -> dict:
-    """The CPU this ran on."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores_available": cores, "python": platform.python_version()}
+from edge_derm.provenance import machine  # noqa: E402
 
 
 def edge_derm_cli(args: list[str], env: dict | None = None) -> None:

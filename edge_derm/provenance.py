@@ -24,6 +24,23 @@ def versions() -> dict[str, str]:
     return out
 
 
+def machine() -> dict[str, Any]:
+    """The CPU a measurement ran on (model name, cores available to this process, Python)."""
+    import os
+    from pathlib import Path
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "cores_available": cores, "python": platform.python_version(), "system": platform.system()}
+
+
 def hash_json(obj: Any) -> str:
     """A short stable hash of a JSON-serialisable object (key order independent)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()

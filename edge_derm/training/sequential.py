@@ -307,7 +307,9 @@ def _finalise(out: Path, plan: Plan, results: list[dict[str, Any]], forgetting: 
         for row in res["history"]:
             rows.append({**row, "stage": stage.name})
             with_val = with_val or "val_loss" in row
-    _write_plan_history(out / "history.csv", rows, with_val)
+    from edge_derm.training.trainer import write_history
+
+    write_history(out / "history.csv", rows, with_val, extra=("stage",))
     write_json(out / "forgetting.json", forgetting)
     metrics = results[-1]["metrics"]
     if metrics is not None:
@@ -317,19 +319,3 @@ def _finalise(out: Path, plan: Plan, results: list[dict[str, Any]], forgetting: 
         atomic_write_text(out / "report.md", report + "\n" + forgetting_markdown(forgetting))
     else:
         atomic_write_text(out / "report.md", f"# plan {plan.name}\n\n" + forgetting_markdown(forgetting))
-
-
-def _write_plan_history(path: Path, rows: list[dict[str, Any]], with_val: bool) -> None:
-    """history.csv of a plan: the run columns, then the stage name."""
-    import csv
-    import io
-
-    from edge_derm.training.trainer import HISTORY_COLUMNS
-
-    cols = [c for c in HISTORY_COLUMNS if with_val or not c.startswith("val_")] + ["stage"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())

@@ -231,9 +231,12 @@ def _flat(rc: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def write_history(path: Path, rows: list[dict[str, Any]], with_val: bool) -> None:
-    """history.csv: one row per (step, epoch); val_* columns only when a val split exists."""
-    cols = [c for c in HISTORY_COLUMNS if with_val or not c.startswith("val_")]
+def write_history(path: Path, rows: list[dict[str, Any]], with_val: bool, extra: tuple[str, ...] = ()) -> None:
+    """history.csv: one row per (step, epoch); val_* columns only when a val split exists.
+
+    ``extra`` columns follow (a plan adds ``stage``).
+    """
+    cols = [c for c in HISTORY_COLUMNS if with_val or not c.startswith("val_")] + list(extra)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
