@@ -20,7 +20,6 @@ from edge_derm.fsutil import (
     atomic_write_bytes,
     atomic_write_text,
     check_output_dir,
-    read_json,
     staged_dir,
     write_json,
 )
@@ -110,20 +109,9 @@ class ConvertConfig:
 
 def load_run(run: Path) -> dict[str, Any]:
     """The run's ``config.json``; ModelError when ``run`` is not a run folder."""
-    run = Path(run)
-    cfg_path, model_path = run / "config.json", run / "model.keras"
-    if not run.is_dir() or not cfg_path.is_file() or not model_path.is_file():
-        raise ModelError(f"{run} is not a run folder (needs model.keras and config.json); "
-                         "train one with `edge-derm train`")
-    try:
-        cfg = read_json(cfg_path)
-    except ValueError as exc:
-        raise ModelError(f"{cfg_path}: invalid JSON ({exc}); the run folder is damaged") from None
-    missing = [k for k in ("classes", "image_size") if k not in cfg]
-    if not isinstance(cfg, dict) or cfg.get("kind", "run") != "run" or missing:
-        raise ModelError(f"{cfg_path} is not a run config (missing {', '.join(missing) or 'kind=run'}); "
-                         "train one with `edge-derm train`")
-    return cfg
+    from edge_derm.training.evaluate import read_run
+
+    return read_run(run)
 
 
 def load_keras(run: Path, run_cfg: dict[str, Any]):

@@ -13,20 +13,25 @@ from edge_derm.fsutil import read_json, staged_dir
 
 
 def read_run(run: str | os.PathLike) -> dict[str, Any]:
-    """The config.json of a run folder; ModelError when ``run`` is not one."""
+    """The config.json of a run folder; ModelError when ``run`` is not one.
+
+    The one reader of run folders (evaluate, convert, export use it).
+    """
     run = Path(run)
     if run.suffix == ".tflite":
         raise ModelError(f"{run} is a .tflite model; evaluate it with `edge-derm benchmark {run} --data DIR`")
     path = run / "config.json"
-    if not path.is_file() or not (run / "model.keras").is_file():
-        raise ModelError(f"{run} is not a finished run folder (needs config.json and model.keras); "
+    if not run.is_dir() or not path.is_file() or not (run / "model.keras").is_file():
+        raise ModelError(f"{run} is not a run folder (needs config.json and model.keras); "
                          "train one with `edge-derm train`")
     try:
         cfg = read_json(path)
     except ValueError as exc:
-        raise ModelError(f"{path}: invalid JSON ({exc})") from exc
-    if cfg.get("kind") != "run":
-        raise ModelError(f"{path} is not a run config (kind {cfg.get('kind')!r})")
+        raise ModelError(f"{path}: invalid JSON ({exc}); the run folder is damaged") from None
+    missing = [k for k in ("classes", "image_size") if not isinstance(cfg, dict) or k not in cfg]
+    if not isinstance(cfg, dict) or cfg.get("kind") != "run" or missing:
+        raise ModelError(f"{path} is not a run config (missing {', '.join(missing) or 'kind=run'}); "
+                         "train one with `edge-derm train`")
     return cfg
 
 
