@@ -8,16 +8,12 @@ from typing import List, Optional
 
 import typer
 
+from edge_derm.cli._choices import Split
+
 
 class Device(str, Enum):
     cpu = "cpu"
     android = "android"
-
-
-class Split(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
 
 
 def _threads(value: str) -> list[int]:

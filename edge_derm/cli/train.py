@@ -8,6 +8,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from edge_derm.cli._choices import Split
+
 
 class ResizeMode(str, Enum):
     nearest = "nearest"
@@ -23,12 +25,6 @@ class Distribute(str, Enum):
 class Unfreeze(str, Enum):
     blockwise = "blockwise"
     full = "full"
-
-
-class Split(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
 
 
 def _parse_sets(values: List[str] | None) -> dict[str, str]:

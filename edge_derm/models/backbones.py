@@ -19,20 +19,25 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 
 
-def _standalone(app, size: int, weights: str, **kw):
-    return app(include_top=False, weights=weights, input_shape=(size, size, 3), **kw)
+def _keras_application(app_name: str, feature_layer: str, uses_alpha: bool = False):
+    """A builder for a keras.applications backbone.
+
+    With ``x`` None it returns the standalone application (used to load weights); otherwise it
+    builds the application on ``x`` (flat, no nested Model) and returns the feature layer's output.
+    """
+    def build(x, size: int, alpha: Any, weights: str | None = None):
+        from edge_derm.models._tf import keras
+
+        app = getattr(keras.applications, app_name)
+        kw = {"alpha": alpha} if uses_alpha else {}
+        if x is None:
+            return app(include_top=False, weights=weights, input_shape=(size, size, 3), **kw)
+        return app(include_top=False, weights=None, input_tensor=x, **kw).get_layer(feature_layer).output
+
+    return build
 
 
 # -- MobileNetV2 -------------------------------------------------------------------------------
-
-def _mobilenet_v2(x, size: int, alpha: float, weights: str | None = None):
-    from edge_derm.models._tf import keras
-
-    if x is None:
-        return _standalone(keras.applications.MobileNetV2, size, weights, alpha=alpha)
-    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=x, alpha=alpha)
-    return base.get_layer("out_relu").output
-
 
 def _mobilenet_preprocess(x):
     from edge_derm.models._tf import keras
@@ -55,7 +60,7 @@ register(BackboneSpec(
             ("C", r"^block_1[0-2]_"), ("D", r"^block_[6-9]_"), ("rest", r".")),
     feature_layer="out_relu",
     paper_blocks=4,
-    builder=_mobilenet_v2,
+    builder=_keras_application("MobileNetV2", "out_relu", uses_alpha=True),
     preprocess=_mobilenet_preprocess,
     weights_file=_mobilenet_file,
     alphas=_MOBILENET_ALPHAS,
@@ -65,15 +70,6 @@ register(BackboneSpec(
 
 
 # -- ResNet50 ----------------------------------------------------------------------------------
-
-def _resnet50(x, size: int, alpha: Any, weights: str | None = None):
-    from edge_derm.models._tf import keras
-
-    if x is None:
-        return _standalone(keras.applications.ResNet50, size, weights)
-    base = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=x)
-    return base.get_layer("conv5_block3_out").output
-
 
 def _resnet_preprocess(x):
     """RGB -> BGR and mean subtraction as one fixed (non-trainable) 1x1 convolution."""
@@ -101,7 +97,7 @@ register(BackboneSpec(
             ("conv2", r"^conv2_"), ("rest", r".")),
     feature_layer="conv5_block3_out",
     paper_blocks=4,
-    builder=_resnet50,
+    builder=_keras_application("ResNet50", "conv5_block3_out"),
     preprocess=_resnet_preprocess,
     weights_file=lambda alpha, size: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
     description="ResNet50 (He et al. 2016)",
@@ -109,15 +105,6 @@ register(BackboneSpec(
 
 
 # -- EfficientNet-B3 ---------------------------------------------------------------------------
-
-def _efficientnet_b3(x, size: int, alpha: Any, weights: str | None = None):
-    from edge_derm.models._tf import keras
-
-    if x is None:
-        return _standalone(keras.applications.EfficientNetB3, size, weights)
-    base = keras.applications.EfficientNetB3(include_top=False, weights=None, input_tensor=x)
-    return base.get_layer("top_activation").output
-
 
 def _identity(x):
     return x
@@ -149,7 +136,7 @@ register(BackboneSpec(
             ("stage4", r"^block4"), ("stage3", r"^block3"), ("stage2", r"^block2"), ("rest", r".")),
     feature_layer="top_activation",
     paper_blocks=6,
-    builder=_efficientnet_b3,
+    builder=_keras_application("EfficientNetB3", "top_activation"),
     preprocess=_identity,
     weights_file=lambda alpha, size: "efficientnetb3_notop.h5",
     description="EfficientNet-B3 (Tan & Le 2019)",
