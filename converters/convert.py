@@ -51,6 +51,7 @@ class ConvertConfig:
         verify_size: images in the fixed verification batch (test split of the run's dataset).
         qat_epochs: quantisation-aware fine-tuning epochs.
         qat_steps: steps per QAT epoch (default: one pass over the training images).
+        qat_batch_size: QAT batch size (default: the run's training batch, see :func:`run_batch_size`).
         qat_learning_rate: QAT learning rate (the paper's backbone rate).
         float_layers: ``auto`` or comma-separated layer names kept in float in int8 (selective).
         collapse_threshold: int8 accuracy drop (fraction) on the verification batch that triggers
@@ -69,6 +70,7 @@ class ConvertConfig:
     verify_size: int = 64
     qat_epochs: int = 1
     qat_steps: int | None = None
+    qat_batch_size: int | None = None
     qat_learning_rate: float = 1e-5
     float_layers: str | None = None
     collapse_threshold: float = 0.05
@@ -95,6 +97,8 @@ class ConvertConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.qat_steps is not None and self.qat_steps < 1:
             raise ConfigError("--qat-steps must be at least 1")
+        if self.qat_batch_size is not None and self.qat_batch_size < 1:
+            raise ConfigError("--qat-batch-size must be at least 1")
         if not 0.0 <= self.collapse_threshold <= 1.0:
             raise ConfigError("--collapse-threshold is a fraction of accuracy between 0 and 1 (e.g. 0.05)")
         if self.float_layers is not None:
@@ -112,6 +116,14 @@ def load_run(run: Path) -> dict[str, Any]:
     from edge_derm.training.evaluate import read_run
 
     return read_run(run)
+
+
+def run_batch_size(run_cfg: dict[str, Any]) -> int:
+    """The batch the run trained with: its explicit batch size, else classes x batch multiple."""
+    schedule = run_cfg.get("schedule") or {}
+    if schedule.get("batch_size"):
+        return int(schedule["batch_size"])
+    return int(schedule.get("batch_multiple") or 1) * len(run_cfg["classes"])
 
 
 def load_keras(run: Path, run_cfg: dict[str, Any]):
@@ -258,7 +270,8 @@ def _qat(cfg: ConvertConfig, run_cfg: dict[str, Any], model, classes: list[str],
         paths = [paths[i] for i in keep]
         labels = np.array([index[manifest.classes[labels[i]]] for i in keep], dtype=np.int64)
     qmodel, summary = finetune(model, paths, labels, len(classes), size, resize_mode, epochs=cfg.qat_epochs,
-                               learning_rate=cfg.qat_learning_rate, seed=cfg.seed, steps_per_epoch=cfg.qat_steps)
+                               learning_rate=cfg.qat_learning_rate, seed=cfg.seed, steps_per_epoch=cfg.qat_steps,
+                               batch_size=cfg.qat_batch_size or run_batch_size(run_cfg))
     summary["dataset"] = str(manifest.dir)
     summary["dataset_hash"] = manifest.hash
     return qmodel, summary

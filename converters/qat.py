@@ -195,13 +195,18 @@ def quantize_model(model):
 
 def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, image_size: int, resize_mode: str, *,
              epochs: int = 1, learning_rate: float = 1e-5, batch_size: int | None = None, seed: int = 0,
-             steps_per_epoch: int | None = None, range_images: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
+             steps_per_epoch: int | None = None, range_images: np.ndarray | None = None,
+             quantize: bool = True) -> tuple[Any, dict[str, Any]]:
     """Quantisation-aware fine-tuning on the run's training data.
 
     Uses the project's input pipeline (class-balanced, augmented batches, as in training);
     BatchNorm statistics stay frozen. Activation ranges start at the float model's ranges on
     ``range_images`` (default: 64 seeded training images, preprocessed as at evaluation), not
     tfmot's [-6, 6], then follow tfmot's EMA (decay 0.999).
+
+    ``quantize=False`` runs the very same fine-tuning (data, schedule, seed, frozen BatchNorm) on
+    a float copy of ``model``: the control that separates what QAT's extra training changes
+    from what quantisation costs.
 
     Returns:
         The trained quantisation-aware model and a summary (epochs, steps, final loss/accuracy).
@@ -215,13 +220,19 @@ def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, imag
         raise ConversionError("QAT needs training images and the run's dataset has none; "
                               "pass --calibration DIR with a dataset that has a train split")
     tf.random.set_seed(seed)
-    qmodel = quantize_model(model)
-    if range_images is None:
-        from edge_derm.data.images import load_for_model
+    n_ranges = 0
+    if quantize:
+        qmodel = quantize_model(model)
+        if range_images is None:
+            from edge_derm.data.images import load_for_model
 
-        pick = np.random.default_rng(seed).permutation(len(paths))[:64]
-        range_images = np.stack([load_for_model(paths[i], image_size, resize_mode) for i in pick])
-    n_ranges = init_ranges(qmodel, flatten_model(model), range_images)
+            pick = np.random.default_rng(seed).permutation(len(paths))[:64]
+            range_images = np.stack([load_for_model(paths[i], image_size, resize_mode) for i in pick])
+        n_ranges = init_ranges(qmodel, flatten_model(model), range_images)
+    else:
+        flat = flatten_model(model)  # shares the run model's layers: clone before training
+        qmodel = keras.models.clone_model(flat)
+        qmodel.set_weights(flat.get_weights())
     # Class-balanced batches are small (one image per class): BatchNorm statistics from them
     # would drift, so BatchNorm runs in inference mode (frozen statistics) during QAT.
     for layer in qmodel.layers:
@@ -235,7 +246,7 @@ def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, imag
     batch = batch_size or num_classes
     steps = steps_per_epoch or steps_for(len(paths), batch)
     history = qmodel.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0)
-    summary = {"epochs": epochs, "steps_per_epoch": steps, "learning_rate": learning_rate, "batch_size": batch,
+    summary = {"quantize": quantize, "epochs": epochs, "steps_per_epoch": steps, "learning_rate": learning_rate, "batch_size": batch,
                "n_train": len(paths), "ranges_initialised": n_ranges,
                "final_loss": round(float(history.history["loss"][-1]), 6),
                "final_accuracy": round(float(history.history.get("accuracy", [float("nan")])[-1]), 6)}

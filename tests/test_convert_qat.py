@@ -24,6 +24,8 @@ def test_qat_tiny_cli(cv_run, tmp_path, capsys):
     v = meta["verification"]
     assert v["passed"] and v["top1_agreement"] >= 0.85
     assert meta["qat"]["epochs"] == 1 and meta["qat"]["steps_per_epoch"] == 3
+    # the run trained with one image per class per batch (schedule {}), and so does QAT
+    assert meta["qat"]["batch_size"] == len(json.loads((cv_run / "config.json").read_text())["classes"])
     assert meta["qat"]["agreement_with_run_model"] >= 0.5
 
 
@@ -161,3 +163,46 @@ def test_qat_folds_conv_batchnorm_and_starts_from_float_ranges():
           if "output_m" in w.name}
     assert bn["output_max"] == pytest.approx(max(float(bn_out.max()), 0.0), rel=1e-5)
     assert bn["output_min"] == pytest.approx(min(float(bn_out.min()), 0.0), rel=1e-5)
+
+
+def test_finetune_float_control_trains_a_copy(tmp_path):
+    """quantize=False: the same fine-tuning on a float copy (no fake-quant layers), run model untouched."""
+    import tf_keras as keras
+    from PIL import Image
+
+    from edge_derm.converters.qat import finetune
+
+    model = _nested_model()
+    before = [w.copy() for w in model.get_weights()]
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(6):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+        labels.append(i % 3)
+    control, summary = finetune(model, paths, np.array(labels), 3, 32, "nearest", learning_rate=1e-2,
+                                steps_per_epoch=2, quantize=False)
+    assert summary["quantize"] is False and summary["ranges_initialised"] == 0 and summary["steps_per_epoch"] == 2
+    assert not any("quant" in layer.name for layer in control.layers)
+    assert not any(isinstance(layer, keras.Model) for layer in control.layers)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())), "the run model was trained"
+    moved = [not np.allclose(a, b) for a, b in zip(flat_weights(model), control.get_weights())]
+    assert any(moved), "the control was not trained"
+    assert control.get_layer("inner_bn").trainable is False
+
+
+def flat_weights(model):
+    from edge_derm.converters.qat import flatten_model
+
+    return flatten_model(model).get_weights()
+
+
+def test_qat_batch_is_the_runs_training_batch(cv_run, tmp_path):
+    from edge_derm.converters.convert import ConvertConfig, run_batch_size
+
+    assert run_batch_size({"classes": ["a", "b", "c"], "schedule": {"batch_multiple": 4}}) == 12
+    assert run_batch_size({"classes": ["a", "b", "c"], "schedule": {"batch_multiple": 4, "batch_size": 10}}) == 10
+    assert run_batch_size({"classes": ["a", "b"]}) == 2
+    with pytest.raises(ConfigError, match="--qat-batch-size"):
+        ConvertConfig(run=cv_run, modes=["qat"], qat_batch_size=0)

@@ -29,6 +29,8 @@ def convert(
     verify_size: int = typer.Option(64, "--verify-size", help="Images in the fixed verification batch."),
     qat_epochs: int = typer.Option(1, "--qat-epochs", help="Quantisation-aware fine-tuning epochs."),
     qat_steps: Optional[int] = typer.Option(None, "--qat-steps", help="Steps per QAT epoch [default: one pass]."),
+    qat_batch_size: Optional[int] = typer.Option(None, "--qat-batch-size",
+                                                 help="QAT batch size [default: the run's training batch]."),
     float_layers: Optional[str] = typer.Option(
         None, "--float-layers", help="int8: keep layers in float: 'auto' (the worst) or comma-separated names."),
     collapse_threshold: float = typer.Option(
@@ -44,7 +46,7 @@ def convert(
         cfg = ConvertConfig(run=run, modes=[q.value for q in quantize], out=out, force=force,
                             io=io.value if io else None, calibration=calibration,
                             calibration_size=calibration_size, verify_size=verify_size, qat_epochs=qat_epochs,
-                            qat_steps=qat_steps, float_layers=float_layers, collapse_threshold=collapse_threshold,
+                            qat_steps=qat_steps, qat_batch_size=qat_batch_size, float_layers=float_layers, collapse_threshold=collapse_threshold,
                             keep_failed=keep_failed, seed=seed)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
