@@ -108,6 +108,70 @@ def _config_classes():
     return NoOpQuantizeConfig, OutputQuantizeConfig
 
 
+def _depthwise_scheme():
+    """tfmot's default 8-bit scheme with per-channel DepthwiseConv2D weights.
+
+    tfmot ranges a DepthwiseConv2D kernel (h, w, C, M) along its last axis, M (the depth
+    multiplier, 1 in MobileNetV2 and EfficientNet): one range for the whole kernel, i.e. per-tensor
+    quantisation, which is what makes MobileNetV2 lose accuracy under per-tensor int8 (the
+    channels' ranges differ by orders of magnitude once BatchNorm is folded in). TFLite stores
+    depthwise weights per output channel (C*M), so the QAT model here fakes exactly that.
+    """
+    import tensorflow as tf
+    import tf_keras as keras
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as reg,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_scheme as sch,
+    )
+
+    qk = tfmot.quantization.keras
+
+    class DepthwiseWeightsQuantizer(qk.quantizers.LastValueQuantizer):
+        """Symmetric 8-bit weights with one range per output channel of a depthwise kernel."""
+
+        def __init__(self, **_ignored):
+            super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+        def build(self, tensor_shape, name, layer):
+            n = int(tensor_shape[-2]) * int(tensor_shape[-1])
+            lo = layer.add_weight(name + "_min", shape=(n,), initializer=keras.initializers.Constant(-6.0),
+                                  trainable=False)
+            hi = layer.add_weight(name + "_max", shape=(n,), initializer=keras.initializers.Constant(6.0),
+                                  trainable=False)
+            return {"min_var": lo, "max_var": hi}
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            h, w, c, m = inputs.shape
+            flat = tf.reshape(inputs, (h, w, 1, c * m))  # TFLite's [1, h, w, C*M] channel order
+            out = super().__call__(flat, training, weights, **kwargs)
+            return tf.reshape(out, (h, w, c, m))
+
+        def get_config(self):
+            return {}
+
+    class DepthwiseQuantizeConfig(reg.Default8BitConvQuantizeConfig):
+        def __init__(self, weight_attrs=("depthwise_kernel",), activation_attrs=("activation",),
+                     quantize_output=False):
+            super().__init__(list(weight_attrs), list(activation_attrs), quantize_output)
+            self.weight_quantizer = DepthwiseWeightsQuantizer()
+
+    class Registry(reg.Default8BitQuantizeRegistry):
+        def __init__(self):
+            super().__init__()
+            self._layer_quantize_map[keras.layers.DepthwiseConv2D] = DepthwiseQuantizeConfig()
+
+    class Scheme(sch.Default8BitQuantizeScheme):
+        def get_quantize_registry(self):
+            return Registry()
+
+    objects = {"DepthwiseWeightsQuantizer": DepthwiseWeightsQuantizer,
+               "DepthwiseQuantizeConfig": DepthwiseQuantizeConfig}
+    return Scheme(), Registry(), objects
+
+
 def _follows_conv(layer) -> bool:
     """A BatchNormalization whose only input is a Conv2D/DepthwiseConv2D (tfmot folds the pair)."""
     import tf_keras as keras
@@ -159,13 +223,10 @@ def quantize_model(model):
     """A quantisation-aware copy of ``model`` (flattened, weights kept, not compiled)."""
     import tf_keras as keras
     import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry,
-    )
 
     qk = tfmot.quantization.keras
     flat = flatten_model(model)
-    registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    scheme, registry, objects = _depthwise_scheme()
     noop, output_only = _config_classes()
     skipped: list[str] = []
 
@@ -183,8 +244,8 @@ def quantize_model(model):
 
     try:
         annotated = keras.models.clone_model(flat, clone_function=annotate)
-        with qk.quantize_scope({"NoOpQuantizeConfig": noop, "OutputQuantizeConfig": output_only}):
-            qmodel = qk.quantize_apply(annotated)
+        with qk.quantize_scope({"NoOpQuantizeConfig": noop, "OutputQuantizeConfig": output_only, **objects}):
+            qmodel = qk.quantize_apply(annotated, scheme=scheme)
     except Exception as exc:  # noqa: BLE001 - tfmot raises ValueError/RuntimeError/TypeError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"QAT could not prepare the model: {first}") from exc

@@ -142,6 +142,10 @@ def test_qat_mobilenet_v2(cv_dataset, tmp_path):
     assert meta["input"]["dtype"] == "uint8" and meta["output"]["dtype"] == "uint8"
     assert meta["verification"]["max_abs_diff"] <= 0.5
     assert isinstance(keras.models.load_model(run / "model.keras"), keras.Model)
+    # Depthwise weights are faked per output channel, as TFLite stores them (tfmot's default is one
+    # range per kernel): distinct scales per channel in the file (BatchNorm at init scales them all alike).
+    filters = [info.tensors[op.inputs[1]] for op in info.ops if op.name == "DEPTHWISE_CONV_2D"]
+    assert filters and all(len(t.scale) == t.shape[-1] and len(set(t.scale)) > 1 for t in filters)
 
 
 def test_qat_folds_conv_batchnorm_and_starts_from_float_ranges():
@@ -156,6 +160,8 @@ def test_qat_folds_conv_batchnorm_and_starts_from_float_ranges():
     q = quantize_model(model)
     conv = q.get_layer("quant_Conv1")
     assert not [w for w in conv.weights if "post_activation" in w.name], "fake-quant between Conv1 and its BN"
+    dw = {w.name.split("/")[-1].split(":")[0]: tuple(w.shape) for w in q.get_layer("quant_block_1_depthwise").weights}
+    assert dw["depthwise_kernel_min"] == (48,) and dw["depthwise_kernel_max"] == (48,)  # one range per channel
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     assert init_ranges(q, model, images) > 10
     bn_out = keras.Model(model.inputs, model.get_layer("expanded_conv_project_BN").output).predict(images, verbose=0)
@@ -206,3 +212,19 @@ def test_qat_batch_is_the_runs_training_batch(cv_run, tmp_path):
     assert run_batch_size({"classes": ["a", "b"]}) == 2
     with pytest.raises(ConfigError, match="--qat-batch-size"):
         ConvertConfig(run=cv_run, modes=["qat"], qat_batch_size=0)
+
+
+def test_quantize_model_takes_efficientnet_b3():
+    """Swish, squeeze-excite (Multiply, Reshape) and the Normalization layer of keras.applications'
+    EfficientNet-B3 all get a range, and the QAT model runs (the measurement converts it)."""
+    from edge_derm.converters.qat import init_ranges, quantize_model
+    from edge_derm.models import build_classifier
+
+    model = build_classifier("efficientnet_b3", 3, image_size=32, weights="none")
+    q = quantize_model(model)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    assert init_ranges(q, model, images) > 200
+    names = {layer.name for layer in q.layers}
+    assert any("se_excite" in n for n in names) and any("block1a_activation" in n for n in names)
+    out = q.predict(images, verbose=0)
+    assert out.shape == (2, 3) and np.allclose(out.sum(1), 1.0, atol=0.05)
