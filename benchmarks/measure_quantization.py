@@ -209,6 +209,8 @@ def add_deltas(rows: list[dict], relative: dict[str, tuple[str, str]] | None = N
 
 
 SELECTIVE = "int8 + float layers"
+#: EfficientNet's swish (x * sigmoid(x)) and squeeze-excite gates, kept in float in a second selective row.
+EFFNET_FLOAT_OPS = "op:LOGISTIC,op:MUL"
 CONTROL = "keras + QAT schedule (float)"
 
 
@@ -331,11 +333,23 @@ def size_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: list[str]) -> tuple[dict, str]:
-    """Convert ``run`` in every mode (+ selective int8), train QAT's float control, evaluate all."""
+def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: list[str],
+                float_ops: str | None = None) -> tuple[dict, str]:
+    """Convert ``run`` in every mode (+ selective int8), train QAT's float control, evaluate all.
+
+    ``float_ops``: a second selective int8 with ``--float-layers <float_ops>`` (op types, e.g.
+    ``op:LOGISTIC,op:MUL``), as its own row.
+    """
     import tf_keras as keras
 
     conv, sel = run / "convert", run / "convert-selective"
+    extra = {SELECTIVE: sel / "model.int8.tflite"}
+    if float_ops:
+        sel_ops = run / "convert-selective-ops"
+        extra[f"int8 + float {float_ops}"] = sel_ops / "model.int8.tflite"
+        if a.force or not (sel_ops / "model.json").is_file():
+            edge_derm_cli(["convert", str(run), "--quantize", "int8", "--float-layers", float_ops, "--out",
+                           str(sel_ops), *convert_common])
     if a.force or not (conv / "model.json").is_file():
         edge_derm_cli(["convert", str(run), *sum((["--quantize", m] for m in MODES), []), "--out", str(conv),
                        *convert_common])
@@ -350,7 +364,7 @@ def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: li
         (run / "qat-control.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"  QAT's float control trained ({time.perf_counter() - t0:.0f} s)", flush=True)
     control = keras.models.load_model(control_path, compile=False)
-    rows = evaluate(run, conv, list(MODES), {SELECTIVE: sel / "model.int8.tflite"}, controls={CONTROL: control},
+    rows = evaluate(run, conv, list(MODES), extra, controls={CONTROL: control},
                     relative={"qat": (CONTROL, "control")})
     sel_meta = json.loads((sel / "model.json").read_text())["variants"]["int8"]
     full_meta = json.loads((conv / "model.json").read_text())["variants"]
@@ -370,6 +384,11 @@ def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: li
         tr = sel_meta.get("selective") or {}
         md += (f"\nint8 + float layers keeps {len(sel_meta['float_layers'])} tensor(s) in float "
                f"({', '.join(sel_meta['float_layers'])}); on the verification batch: " + json.dumps(tr) + "\n")
+    if float_ops:
+        ops_meta = json.loads((run / "convert-selective-ops" / "model.json").read_text())["variants"]["int8"]
+        result["selective_ops"] = {"float_layers": ops_meta.get("float_layers"), "selective": ops_meta.get("selective")}
+        md += (f"\nint8 + float {float_ops} (every op of those types in float); on the verification batch: "
+               + json.dumps(ops_meta.get("selective")) + "\n")
     md += "\nGoals: " + json.dumps(g) + "\n"
     return result, md
 
@@ -452,10 +471,13 @@ def main(argv: list[str] | None = None) -> int:
                            *train_common], env={"KERAS_HOME": str(keras_home)})
         results["models"]["efficientnet_b3"], emd = measure_run(
             eff, f"EfficientNet-B3 (weights {a.effnet_weights}, {unfreeze}), {size} px, HAM10000-dev test split",
-            a, convert_common)
+            a, convert_common, float_ops=EFFNET_FLOAT_OPS)
         md += "\n" + emd
     if a.size_study:
-        results["size_study"] = size_study(64 if a.quick else 224)
+        study = out / "size-study.json"
+        if a.force or not study.is_file():
+            study.write_text(json.dumps(size_study(64 if a.quick else 224), indent=2) + "\n")
+        results["size_study"] = json.loads(study.read_text())
         md += "\n" + size_table(results["size_study"])
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     md = (f"## Quantisation ({'QUICK RUN: not results' if a.quick else 'measured'}; "

@@ -85,7 +85,10 @@ def choose_float_layers(rows: Sequence[dict[str, Any]], spec: str) -> list[str]:
     Args:
         rows: :func:`layer_report` rows.
         spec: ``auto`` (the worst layers, see AUTO_MAX_LAYERS / AUTO_MIN_RMSE_SCALE) or a
-            comma-separated list of Keras layer names or TFLite tensor names.
+            comma-separated list of Keras layer names, TFLite tensor names and ``op:TYPE`` entries
+            (every op of a TFLite type, e.g. ``op:LOGISTIC,op:MUL`` for EfficientNet's swish and
+            squeeze-excite gates, whose error adds up over hundreds of tensors that no single
+            worst layer shows). ``op:`` entries are returned as ``op:TYPE``.
 
     Raises:
         ConfigError: a name that matches no quantised layer.
@@ -100,7 +103,16 @@ def choose_float_layers(rows: Sequence[dict[str, Any]], spec: str) -> list[str]:
     if not names:
         raise ConfigError("--float-layers is empty; give 'auto' or comma-separated layer names")
     chosen: list[str] = []
+    op_types = sorted({r["op_name"] for r in rows})
     for name in names:
+        if name.lower().startswith("op:"):
+            op = name[3:].strip().upper()
+            if op not in op_types:
+                raise ConfigError(f"--float-layers: no quantised op of type {op!r}; "
+                                  f"the model has {', '.join(op_types)}")
+            if f"op:{op}" not in chosen:
+                chosen.append(f"op:{op}")
+            continue
         hits = [r["tensor_name"] for r in rows if r["tensor_name"] == name or name in _segments(r["tensor_name"])]
         if not hits:
             known = ", ".join(sorted({s for r in rows[:10] for s in _segments(r["tensor_name"])})[:8])

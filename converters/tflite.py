@@ -65,13 +65,16 @@ def convert(model, preset: Preset, io: str = "float32", calibration: np.ndarray 
 def convert_selective(model, preset: Preset, calibration: np.ndarray, float_nodes: Sequence[str]) -> bytes:
     """Full-integer conversion that keeps the ops producing ``float_nodes`` (tensor names) in float.
 
-    Uses the quantisation debugger's denylist (selective quantisation); inputs and outputs stay float32.
+    ``op:TYPE`` entries keep every op of that TFLite type in float. Uses the quantisation
+    debugger's denylists (selective quantisation); inputs and outputs stay float32.
     """
     import tensorflow as tf
 
     converter = make_converter(model, preset, "float32", calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_nodes))
+    nodes = [n for n in float_nodes if not n.startswith("op:")]
+    ops = [n[3:] for n in float_nodes if n.startswith("op:")]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes, denylisted_ops=ops)
     try:
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative_dataset(calibration[:8]), debug_options=options)

@@ -228,3 +228,27 @@ def test_quantize_model_takes_efficientnet_b3():
     assert any("se_excite" in n for n in names) and any("block1a_activation" in n for n in names)
     out = q.predict(images, verbose=0)
     assert out.shape == (2, 3) and np.allclose(out.sum(1), 1.0, atol=0.05)
+
+
+def test_float_layers_by_op_type(cv_run, cv_dataset):
+    """op:TYPE keeps every op of that TFLite type in float; an unknown type is a one-line error."""
+    import tf_keras as keras
+
+    from edge_derm.converters import tflite as tfl
+    from edge_derm.converters.calibration import sample_images
+    from edge_derm.converters.debug import choose_float_layers, layer_report
+    from edge_derm.converters.presets import get_preset
+
+    model = keras.models.load_model(cv_run / "model.keras")
+    calib = sample_images(cv_dataset, ["MM", "Nev", "BCC"], 32, "nearest", n=6)
+    report = layer_report(model, calib.images)
+    assert "CONV_2D" in {r["op_name"] for r in report}
+    chosen = choose_float_layers(report, "op:conv_2d, op:CONV_2D")
+    assert chosen == ["op:CONV_2D"]
+    with pytest.raises(ConfigError, match="no quantised op of type 'LSTM'; the model has .*CONV_2D"):
+        choose_float_layers(report, "op:lstm")
+    info = inspect_tflite(tfl.convert_selective(model, get_preset("int8"), calib.images, chosen))
+    convs = [op for op in info.ops if op.name == "CONV_2D"]
+    assert convs and all(info.tensors[op.outputs[0]].dtype == "float32" for op in convs)
+    assert all(info.tensors[op.inputs[1]].dtype == "float32" for op in convs)  # float weights too
+    assert 0.0 < info.integer_op_share() < 1.0  # the rest is still integer

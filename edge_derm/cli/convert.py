@@ -32,7 +32,8 @@ def convert(
     qat_batch_size: Optional[int] = typer.Option(None, "--qat-batch-size",
                                                  help="QAT batch size [default: the run's training batch]."),
     float_layers: Optional[str] = typer.Option(
-        None, "--float-layers", help="int8: keep layers in float: 'auto' (the worst) or comma-separated names."),
+        None, "--float-layers", help="int8: keep layers in float: 'auto' (the worst), or comma-separated layer names and "
+             "op:TYPE (every op of a type, e.g. op:LOGISTIC,op:MUL)."),
     collapse_threshold: float = typer.Option(
         0.05, "--collapse-threshold", help="int8 accuracy drop (fraction) that triggers the per-layer report."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="Write variants that fail verification."),
