@@ -187,9 +187,24 @@ def test_finetune_float_control_trains_a_copy(tmp_path):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
         paths.append(str(p))
         labels.append(i % 3)
-    control, summary = finetune(model, paths, np.array(labels), 3, 32, "nearest", learning_rate=1e-2,
-                                steps_per_epoch=2, quantize=False)
+    import edge_derm.data.pipeline as pipeline
+
+    seen = []
+    original = pipeline.make_dataset
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("augment"))
+        return original(*args, **kwargs)
+
+    pipeline.make_dataset = spy
+    try:
+        control, summary = finetune(model, paths, np.array(labels), 3, 32, "nearest", learning_rate=1e-2,
+                                    steps_per_epoch=2, quantize=False)
+    finally:
+        pipeline.make_dataset = original
+    assert len(seen) == 1 and seen[0] is not None and not seen[0].enabled
     assert summary["quantize"] is False and summary["ranges_initialised"] == 0 and summary["steps_per_epoch"] == 2
+    assert summary["augment"] is False  # QAT (and so its control) adapts to un-augmented images
     assert not any("quant" in layer.name for layer in control.layers)
     assert not any(isinstance(layer, keras.Model) for layer in control.layers)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights())), "the run model was trained"
