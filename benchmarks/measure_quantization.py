@@ -51,6 +51,7 @@ FOCUS = ("MM", "BCC")
 
 
 from edge_derm.provenance import machine  # noqa: E402
+from edge_derm.training.evaluate import read_run  # noqa: E402
 
 
 def edge_derm_cli(args: list[str], env: dict | None = None) -> None:
@@ -70,7 +71,7 @@ def test_split(run: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict | Non
     from edge_derm.data.manifest import Manifest
     from edge_derm.data.taxonomy import load_taxonomy
 
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = read_run(run)
     classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
     manifest = Manifest.load(cfg["data"][-1]["dir"])
     records = [r for r in manifest.subset("test") if r.label in classes]
@@ -95,7 +96,7 @@ def float_control(run: Path, epochs: int, steps: int | None, learning_rate: floa
     from edge_derm.converters.qat import finetune
     from edge_derm.data.manifest import Manifest
 
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = read_run(run)
     manifest = Manifest.load(cfg["data"][-1]["dir"])
     paths, labels = manifest.arrays("train")
     model = keras.models.load_model(run / "model.keras", compile=False)
@@ -158,19 +159,6 @@ def evaluate(run: Path, convert_dir: Path, modes: list[str], extra: dict[str, Pa
     return rows
 
 
-def _macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Macro F1 over the classes present in ``y``, for a batch of resamples (rows of ``y``/``pred``)."""
-    f1s, present = [], []
-    for c in range(n_classes):
-        t, p = y == c, pred == c
-        tp = (t & p).sum(-1)
-        denom = t.sum(-1) + p.sum(-1)
-        f1s.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
-        present.append(t.sum(-1) > 0)
-    f1s, present = np.array(f1s), np.array(present)
-    return (f1s * present).sum(0) / np.maximum(present.sum(0), 1)
-
-
 def paired(y: np.ndarray, ref: np.ndarray, pred: np.ndarray, n_classes: int, n_boot: int = 2000,
            seed: int = 0) -> dict:
     """How far apart two models' predictions on the same images are, and how sure the Δ macro F1 is.
@@ -181,13 +169,13 @@ def paired(y: np.ndarray, ref: np.ndarray, pred: np.ndarray, n_classes: int, n_b
     classes of 5-7 images one flip moves macro F1 by 1-3 pp, so this interval says which
     differences the split can tell apart.
     """
-    idx = np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))
-    diff = 100 * (_macro_f1(y[idx], pred[idx], n_classes) - _macro_f1(y[idx], ref[idx], n_classes))
+    from edge_derm.evaluation.metrics import paired_macro_f1_delta
+
+    lo, hi = paired_macro_f1_delta(y, ref, pred, n_classes, n_boot=n_boot, seed=seed)
     changed = ref != pred
     return {"changed": int(changed.sum()), "gained": int((changed & (pred == y)).sum()),
             "lost": int((changed & (ref == y)).sum()),
-            "delta_macro_f1_ci95_pp": [round(float(np.percentile(diff, 2.5)), 2),
-                                       round(float(np.percentile(diff, 97.5)), 2)]}
+            "delta_macro_f1_ci95_pp": [round(100 * lo, 2), round(100 * hi, 2)]}
 
 
 def add_deltas(rows: list[dict], relative: dict[str, tuple[str, str]] | None = None) -> None:
