@@ -69,6 +69,9 @@ def build_metadata(*, run_config: dict[str, Any], run_dir: str, quantization: st
                   "dtype": tin["dtype"], "scale": tin["scale"], "zero_point": tin["zero_point"]},
         "output": {"dtype": tout["dtype"], "scale": tout["scale"], "zero_point": tout["zero_point"],
                    "activation": "softmax"},
+        # Temperature, prior shift and triage operating point fitted on the run's validation split
+        # (edge_derm.calibration); the runtime, predict and the Android app apply them.
+        "output_calibration": _output_calibration(run_config.get("calibration")),
         "verification": verification,
         "provenance": {"run": run_dir,
                        "dataset_hashes": [d.get("hash", "") for d in run_config.get("data", [])],
@@ -78,6 +81,14 @@ def build_metadata(*, run_config: dict[str, Any], run_dir: str, quantization: st
     if extra:
         meta.update(extra)
     return meta
+
+
+def _output_calibration(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not block:
+        return None
+    keys = ("method", "fitted_on", "temperature", "log_prior", "prevalence", "referral_groups", "referral_classes",
+            "threshold", "target_sensitivity")
+    return {k: block.get(k) for k in keys}
 
 
 def embed_metadata(model: bytes, meta: dict[str, Any], name: str = METADATA_NAME) -> bytes:

@@ -365,6 +365,32 @@ class TFLiteModel:
                              f"{self.input_size}; convert the model again")
         self.resize_mode = self.metadata.get("input", {}).get("resize", "nearest")
         self._batch = int(self.input_details["shape"][0])
+        from edge_derm.calibration import check as check_calibration
+        from edge_derm.errors import ConfigError
+
+        try:
+            self.calibration: dict | None = check_calibration(self.metadata.get("output_calibration"),
+                                                                     self.num_classes)
+        except ConfigError as exc:
+            raise ModelError(f"{self.path}: bad metadata: {exc}; convert the model again") from None
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """The metadata's temperature (and prior shift) applied to raw output probabilities (N, C)."""
+        if not self.calibration:
+            return np.asarray(probs, dtype=np.float32)
+        from edge_derm.calibration import apply
+
+        return apply(probs, self.calibration.get("temperature", 1.0), self.calibration.get("log_prior"))
+
+    def referral(self, calibrated: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(score, refer)`` per row: the referral group's calibrated probability and whether it reaches
+        the stored operating point; None when the metadata has no threshold."""
+        cal = self.calibration or {}
+        if cal.get("threshold") is None or not cal.get("referral_classes"):
+            return None
+        mask = np.array([lab in cal["referral_classes"] for lab in self.labels], dtype=bool)
+        score = np.asarray(calibrated, np.float64)[..., mask].sum(axis=-1)
+        return score, score >= float(cal["threshold"])
 
     def _labels(self, labels: Sequence[str] | None) -> list[str]:
         source = "--labels"

@@ -80,9 +80,46 @@ def test_converter_writes_every_field_kotlin_reads(cv_converted):
     reads = kotlin_reads(KOTLIN / "core/ModelMetadata.kt")
     assert doc["variants"], "the convert fixture produced no variants"
     for variant, meta in doc["variants"].items():
-        missing = sorted(f for f in reads["req"] | reads["opt"] if _get(meta, f) is None)
+        # output_calibration is null for a run without a validation split (the fixture's): checked below
+        assert meta["output_calibration"] is None
+        missing = sorted(f for f in reads["req"] | reads["opt"]
+                         if _get(meta, f) is None and not f.startswith("output_calibration."))
         assert not missing, f"convert's {variant} metadata lacks fields the app reads: {missing}"
         assert export.metadata_problems(meta) == [], variant
+
+
+def test_calibrated_run_metadata_has_every_calibration_field_kotlin_reads():
+    """A run calibrated with a prior shift (edge_derm.calibration.fit) gives every field the app reads."""
+    import numpy as np
+
+    from edge_derm import calibration
+    from edge_derm.converters.metadata import build_metadata
+    from edge_derm.runtime import inspect_tflite
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 60)
+    block = calibration.fit(probs, rng.integers(0, 3, 60), ["MM", "Nev", "BCC"],
+                            {"MM": "malignant", "Nev": "benign", "BCC": "malignant"}, target=0.9,
+                            train_counts=[10, 30, 5])
+    run_cfg = {"classes": ["MM", "Nev", "BCC"], "image_size": 32, "taxonomy": "native", "calibration": block}
+    info = inspect_tflite(_tiny_tflite())
+    meta = build_metadata(run_config=run_cfg, run_dir="r", quantization="fp32", info=info, verification={},
+                          config_hash="h", versions={})
+    reads = kotlin_reads(KOTLIN / "core/ModelMetadata.kt")
+    calib_fields = sorted(f for f in reads["opt"] if f.startswith("output_calibration."))
+    assert calib_fields and all(_get(meta, f) is not None for f in calib_fields), calib_fields
+    assert meta["output_calibration"]["temperature"] == block["temperature"]
+
+
+def _tiny_tflite() -> bytes:
+    import tensorflow as tf
+
+    import edge_derm  # noqa: F401
+    import tf_keras as keras
+
+    inp = keras.Input((4, 4, 3))
+    model = keras.Model(inp, keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(inp)))
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def test_asset_names_match():

@@ -32,7 +32,7 @@ def test_config_validation(tr_datasets):
         TrainConfig(data=d, backbone="nope")
     with pytest.raises(ConfigError, match="unknown training option.*colour"):
         TrainConfig.from_dict({"data": d, "weights": "none", "colour": 1})
-    cfg = TrainConfig(data=d, backbone="tiny", weights="none", blocks="all")
+    cfg = TrainConfig(data=d, backbone="tiny", weights="none", blocks="all", recipe="paper")
     assert cfg.blocks == 4 and cfg.n_steps == 5 and cfg.image_size == 32
     assert TrainConfig(data=d, backbone="mobilenet_v2", weights="none").blocks == 4  # the paper's A-D
     sched = cfg.schedule()
@@ -103,7 +103,8 @@ def test_run_folder_with_val_split(tr_datasets, tmp_path):
     assert rc["kind"] == "run" and rc["classes"] == ["MM", "Nev", "BCC"] and rc["image_size"] == 24
     assert rc["data"][-1]["dir"] == str(tr_datasets["val"].resolve()) and rc["data"][-1]["hash"]
     rows = _read_history(out / "history.csv")
-    assert list(rows[0]) == ["step", "block", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert list(rows[0]) == ["step", "block", "epoch", "lr_end", "loss", "accuracy", "val_loss", "val_accuracy",
+                             "val_macro_f1"]
     assert [(r["step"], r["block"]) for r in rows] == [("0", "head"), ("1", "b3")]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["bootstrap"]["n"] == 20
@@ -117,7 +118,7 @@ def test_run_folder_with_val_split(tr_datasets, tmp_path):
 def test_resume_gives_the_same_model_and_checks_config(tr_datasets, tmp_path):
     import tf_keras as keras
 
-    cfg = TrainConfig(data=[str(tr_datasets["plain"])], **{**FAST, "blocks": 2})
+    cfg = TrainConfig(data=[str(tr_datasets["plain"])], **{**FAST, "blocks": 2, "val_fraction": 0.0})
     full = train(cfg, tmp_path / "full", evaluate=False)
     assert full["history"] and "val_loss" not in full["history"][0]
     assert "val_loss" not in _read_history(tmp_path / "full" / "history.csv")[0]
@@ -134,7 +135,7 @@ def test_resume_gives_the_same_model_and_checks_config(tr_datasets, tmp_path):
 
     with pytest.raises(OutputExistsError, match="--resume"):
         train(cfg, out)
-    other = TrainConfig(data=[str(tr_datasets["plain"])], **{**FAST, "blocks": 2, "lr_head": 0.5})
+    other = TrainConfig(data=[str(tr_datasets["plain"])], **{**FAST, "blocks": 2, "lr_head": 0.5, "val_fraction": 0.0})
     with pytest.raises(ConfigError, match=r"different configuration.*lr_head: 0\.01 -> 0\.5"):
         train(other, out, resume=True)
 

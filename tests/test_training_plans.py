@@ -24,6 +24,7 @@ steps_per_epoch = 2
 blocks = 1
 lr_head = 0.01
 lr_backbone = 0.001
+select_best = false     # the checks below follow the last epoch's weights
 
 [[stages]]
 name = "first"
@@ -36,12 +37,14 @@ data = ["{second}"]
 
 
 def test_shipped_plans_load_with_parameters(tr_datasets):
-    assert list_plans() == ["a", "b", "c", "o", "x"]
+    assert list_plans() == ["a", "b", "c", "o", "o-blockwise", "x"]
     d = str(tr_datasets["plain"])
-    for name, params in {"o": ["target"], "a": ["target"], "b": ["edra", "target"],
+    for name, params in {"o": ["target"], "o-blockwise": ["target"], "a": ["target"], "b": ["edra", "target"],
                          "c": ["edra", "dermofit", "target"], "x": ["edra", "dermofit", "target"]}.items():
+        assert load_plan(name, {p: d for p in params}, {"weights": "none"}).stages[0].config.backbone \
+            == "efficientnet_b3"  # the paper's Table IV backbone is every plan's default
         plan = load_plan(name, {p: d for p in params}, {"backbone": "tiny", "weights": "none"}
-                         if name != "o" else {"backbone": "tiny"})
+                         if not name.startswith("o") else {"backbone": "tiny"})
         assert plan.name == name
         assert all(s.config.data == [str(tr_datasets["plain"].resolve())] * len(s.config.data) for s in plan.stages)
     assert len(load_plan("c", {p: d for p in ("edra", "dermofit", "target")}, {"backbone": "tiny", "weights": "none"}).stages) == 3
@@ -50,6 +53,14 @@ def test_shipped_plans_load_with_parameters(tr_datasets):
     # the from-scratch recipe: every layer from the start at 1e-3 (not a frozen random backbone)
     assert o.stages[0].config.unfreeze == "full" and o.stages[0].config.n_steps == 1
     assert (o.stages[0].config.lr_head, o.stages[0].config.lr_backbone) == (1e-3, 1e-3)
+    # the paper's o: from scratch, block by block over the whole backbone
+    ob = load_plan("o-blockwise", {"target": d}, {"backbone": "tiny"}).stages[0].config
+    assert (ob.weights, ob.unfreeze, ob.blocks, ob.n_steps) == ("none", "blockwise", 4, 5)
+    # b and c train their EDRA / Dermofit stages on those datasets' own classes
+    c = load_plan("c", {p: d for p in ("edra", "dermofit", "target")}, {"backbone": "tiny", "weights": "none"})
+    assert [s.taxonomy for s in c.stages] == ["edra5", "dermofit10", None]
+    b = load_plan("b", {p: d for p in ("edra", "target")}, {"backbone": "tiny", "weights": "none"})
+    assert [s.taxonomy for s in b.stages] == ["edra5", None]
     x = load_plan("x", {p: d for p in ("edra", "dermofit", "target")}, {"backbone": "tiny", "weights": "none"})
     assert x.stages[0].config.merge == "last" and len(x.stages[0].config.data) == 3
 
@@ -62,7 +73,7 @@ def test_plan_errors(tr_datasets, tmp_path):
         load_plan("a", {"target": d, "colour": d})
     with pytest.raises(ConfigError, match="dataset folder.*not found.*missing"):
         load_plan("a", {"target": str(tmp_path / "missing")})
-    with pytest.raises(ConfigError, match="unknown plan 'z'.*a, b, c, o, x"):
+    with pytest.raises(ConfigError, match="unknown plan 'z'.*a, b, c, o, o-blockwise, x"):
         load_plan("z")
     bad = tmp_path / "bad plan.toml"
     bad.write_text(PLAN.replace("[train]", "stray = 1\n[train]"))
@@ -104,7 +115,7 @@ def test_plan_runs_stages_swaps_heads_and_reports_forgetting(tr_datasets, tmp_pa
     assert "Forgetting" in report and "| first |" in report
     assert json.loads((out / "metrics.json").read_text())["forgetting"]["stages"] == ["first", "second"]
     header = (out / "history.csv").read_text().splitlines()[0]
-    assert header == "step,block,epoch,loss,accuracy,stage"
+    assert header == "step,block,epoch,lr_end,loss,accuracy,val_loss,val_accuracy,val_macro_f1,stage"
     with pytest.raises(OutputExistsError):
         run_plan(plan, out)
     # resuming a finished plan retrains nothing and gives the same matrix

@@ -32,6 +32,31 @@ def list_models(
     Console().print(table)
 
 
+def recipes() -> None:
+    """Show the training recipes (TOML presets: edge_derm/training/recipes) and how they differ."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge_derm.training.config import RECIPE_FIELDS, list_recipes, load_recipe
+
+    names = list(list_recipes())
+    loaded = {n: load_recipe(n) for n in names}
+    table = Table(title="recipes (edge-derm train --recipe NAME; other options override)")
+    table.add_column("option", no_wrap=True)
+    for n in names:
+        table.add_column(n + (" (default)" if n == "recommended" else ""))
+    for key in RECIPE_FIELDS:
+        values = [loaded[n].get(key) for n in names]
+        if all(v is None for v in values):
+            continue
+        table.add_row(key, *("-" if v is None else str(v) for v in values))
+    console = Console()
+    console.print(table)
+    for n, description in list_recipes().items():
+        console.print(f"[bold]{n}[/bold]: {description}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``models`` to the root app."""
+    """Add ``models`` and ``recipes`` to the root app."""
     app.add_typer(models_app, name="models")
+    app.command("recipes")(recipes)

@@ -27,6 +27,26 @@ class Unfreeze(str, Enum):
     full = "full"
 
 
+class LrSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class Prevalence(str, Enum):
+    balanced = "balanced"
+    dataset = "dataset"
+
+
+def _brightness(value: Optional[str]) -> Optional[list[float]]:
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected LOW,HIGH (e.g. 0.8,1.2), got {value!r}", param_hint="--brightness") from None
+    return [low, high]
+
+
 def _parse_sets(values: List[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or []:
@@ -62,6 +82,8 @@ def train(
     data: Optional[List[Path]] = typer.Option(None, "--data", "-d",
                                               help="Dataset folder (repeat to merge; the last one is evaluated)."),
     plan: Optional[str] = typer.Option(None, "--plan", help="Sequential plan: o, x, a, b, c or a .toml file."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="recommended (default), paper, or a .toml file "
+                                                                "(edge-derm recipes); other options override it."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Plan parameter KEY=DIR (repeat), e.g. target=DIR."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (edge-derm models list)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="MobileNetV2 width multiplier."),
@@ -79,9 +101,30 @@ def train(
     lr_head: Optional[float] = typer.Option(None, "--lr-head", help="Head learning rate (1e-4; full: 1e-3)."),
     lr_backbone: Optional[float] = typer.Option(None, "--lr-backbone",
                                                 help="Backbone learning rate (1e-5; full: 1e-3)."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing (0)."),
+    lr_sched: Optional[LrSchedule] = typer.Option(None, "--lr-schedule", help="constant or cosine (with warm-up)."),
+    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Warm-up epochs of each step."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing."),
     dropout: Optional[float] = typer.Option(None, "--dropout", help="Head dropout (0)."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation (on)."),
+    brightness: Optional[str] = typer.Option(None, "--brightness", help="Brightness factor range LOW,HIGH "
+                                                                        "(paper 0.2,0.8; recommended 0.8,1.2)."),
+    bn_momentum: Optional[float] = typer.Option(None, "--bn-momentum",
+                                                help="BatchNorm momentum while a block trains (0 = keep)."),
+    bn_recalibration: Optional[int] = typer.Option(None, "--bn-recalibration",
+                                                   help="Training images that re-estimate BatchNorm after each "
+                                                        "epoch (0 = off)."),
+    select_best: Optional[bool] = typer.Option(None, "--select-best/--last-epoch",
+                                               help="Keep the epoch with the best validation macro F1."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction",
+                                                 help="Grouped validation split carved from train when the data "
+                                                      "has none (0 = none)."),
+    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
+                                             help="Fit temperature + triage threshold on the val split."),
+    prevalence: Optional[Prevalence] = typer.Option(None, "--prevalence",
+                                                    help="balanced, or dataset (restore the training "
+                                                         "frequencies in the calibrated probabilities)."),
+    triage_target: Optional[float] = typer.Option(None, "--triage-target",
+                                                  help="Target sensitivity of the referral group (0.9)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (0)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
                                                  help="Deterministic ops, so --resume reproduces the run (on)."),
@@ -91,12 +134,15 @@ def train(
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Train a classifier block by block (or a sequential --plan) into a run folder."""
-    opts = _options(backbone=backbone, alpha=alpha, image_size=image_size, resize_mode=resize_mode, weights=weights,
-                    epochs_per_block=epochs_per_block, blocks=_blocks(blocks), unfreeze=unfreeze,
+    opts = _options(recipe=recipe, backbone=backbone, alpha=alpha, image_size=image_size, resize_mode=resize_mode,
+                    weights=weights, epochs_per_block=epochs_per_block, blocks=_blocks(blocks), unfreeze=unfreeze,
                     batch_multiple=batch_multiple, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
-                    lr_head=lr_head, lr_backbone=lr_backbone,
-                    label_smoothing=label_smoothing, dropout=dropout, augment=augment, seed=seed,
-                    deterministic=deterministic, bootstrap=bootstrap, distribute=distribute)
+                    lr_head=lr_head, lr_backbone=lr_backbone, lr_schedule=lr_sched, warmup_epochs=warmup_epochs,
+                    label_smoothing=label_smoothing, dropout=dropout, augment=augment,
+                    brightness=_brightness(brightness), seed=seed, deterministic=deterministic,
+                    bootstrap=bootstrap, distribute=distribute, bn_momentum=bn_momentum,
+                    bn_recalibration=bn_recalibration, select_best=select_best, val_fraction=val_fraction,
+                    calibrate=calibrate, prevalence=prevalence, triage_target=triage_target)
     if plan is not None:
         if data:
             raise typer.BadParameter("a plan names its own datasets; pass them with --set KEY=DIR", param_hint="--data")
@@ -129,6 +175,14 @@ def _summary(result: dict[str, Any]) -> None:
     if m:
         typer.echo(f"test: accuracy {100 * m['accuracy']:.1f} %, macro F1 {100 * m['macro_f1']:.1f} %, "
                    f"weighted F1 {100 * m['weighted_f1']:.1f} % (n={m['n']})")
+        cal, op = m.get("calibration"), m.get("operating_point")
+        if cal:
+            typer.echo(f"calibration: temperature {cal['temperature']:.2f}, test ECE {cal['ece_before']:.3f} -> "
+                       f"{cal['ece_after']:.3f}")
+        if op and op.get("sensitivity") is not None:
+            spec = f"{100 * op['specificity']:.1f} %" if op.get("specificity") is not None else "-"
+            typer.echo(f"triage: refer when P({' + '.join(op['referral_classes'])}) >= {op['threshold']:.3f}; test "
+                       f"sensitivity {100 * op['sensitivity']:.1f} %, specificity {spec}")
     if result.get("forgetting"):
         from edge_derm.training.sequential import forgetting_markdown
 
@@ -157,10 +211,16 @@ def experiment(
     out: Path = typer.Option(..., "--out", "-o", help="Experiment folder."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Plan parameter KEY=DIR (repeat)."),
     backbones: Optional[List[str]] = typer.Option(None, "--backbone", "-b", help="Run each plan with each backbone."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="recommended (default), paper, or a .toml file."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="MobileNetV2 width multiplier."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, none, or a weights file "
+                                                                  "(the first stage of each plan)."),
+    unfreeze: Optional[Unfreeze] = typer.Option(None, "--unfreeze", help="blockwise or full."),
     epochs_per_block: Optional[int] = typer.Option(None, "--epochs-per-block", "-e", help="Epochs per step."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Batches per epoch."),
+    lr_head: Optional[float] = typer.Option(None, "--lr-head", help="Head learning rate."),
+    lr_backbone: Optional[float] = typer.Option(None, "--lr-backbone", help="Backbone learning rate."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples for intervals."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue unfinished plans."),
@@ -169,8 +229,9 @@ def experiment(
     """Train several plans (x backbones) and compare them in one table (parameters, accuracy, F1)."""
     from edge_derm.training.experiment import comparison_markdown, run_experiment
 
-    opts = _options(alpha=alpha, image_size=image_size, epochs_per_block=epochs_per_block,
-                    steps_per_epoch=steps_per_epoch, bootstrap=bootstrap, seed=seed)
+    opts = _options(recipe=recipe, alpha=alpha, image_size=image_size, weights=weights, unfreeze=unfreeze,
+                    epochs_per_block=epochs_per_block, steps_per_epoch=steps_per_epoch, lr_head=lr_head,
+                    lr_backbone=lr_backbone, bootstrap=bootstrap, seed=seed)
     try:
         rows = run_experiment(plans, out, params=_parse_sets(sets), backbones=backbones, overrides=opts,
                               resume=resume, force=force)

@@ -107,6 +107,22 @@ def metrics_markdown(metrics: Mapping[str, Any], heading_level: int = 2) -> str:
         if tcm:
             parts += [md_table(["true \\ pred"] + groups, [[g] + [str(v) for v in row] for g, row in zip(groups, tcm)]),
                       ""]
+    cal = metrics.get("calibration")
+    if cal:
+        parts += [f"{h} Calibration", "",
+                  f"Temperature {cal['temperature']:.3f} fitted on the validation split "
+                  f"(prevalence: {cal.get('prevalence', 'balanced')}); the figures above are of the calibrated "
+                  "probabilities.", "",
+                  md_table(["", "ECE", "NLL"], [["before", f"{cal['ece_before']:.3f}", f"{cal['nll_before']:.3f}"],
+                                               ["after", f"{cal['ece_after']:.3f}", f"{cal['nll_after']:.3f}"]]), ""]
+    op = metrics.get("operating_point")
+    if op:
+        parts += [f"{h} Triage operating point", "",
+                  f"Refer when P({' + '.join(op['referral_classes'])}) >= {op['threshold']:.3f}, chosen on the "
+                  f"validation split for {100 * (op.get('target_sensitivity') or 0):.0f} % sensitivity.", "",
+                  md_table(["sensitivity", "specificity", "referred", "positives", "negatives"],
+                           [[pct(op.get("sensitivity")), pct(op.get("specificity")), pct(op.get("referral_rate")),
+                             str(op["positives"]), str(op["negatives"])]]), ""]
     if metrics.get("bootstrap"):
         b = metrics["bootstrap"]
         parts += [f"Intervals: {b.get('level', 0.95):.0%} percentile bootstrap, {b.get('n')} resamples, "

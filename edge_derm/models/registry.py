@@ -147,6 +147,23 @@ def check_imagenet(spec: BackboneSpec, alpha: float | None, size: int) -> None:
                           f"use at least {spec.min_size} px (files exist for {_fmt(spec.imagenet_sizes)})")
 
 
+def find_cached_imagenet(spec: BackboneSpec, alpha: float | None, size: int) -> Path | None:
+    """The cached ImageNet file for this size, else the cached file of the nearest other input size.
+
+    keras.applications keeps one no-top file per input size for some backbones (MobileNetV2: 96-224);
+    their weights have the same shapes, so any of them initialises a model of any size.
+    """
+    cache = keras_cache_dir()
+    exact = spec.weights_file(alpha, size)
+    if exact and (cache / exact).is_file():
+        return cache / exact
+    for other in sorted(spec.imagenet_sizes, key=lambda s: (abs(s - size), -s)):
+        name = spec.weights_file(alpha, other)
+        if name and (cache / name).is_file():
+            return cache / name
+    return None
+
+
 def keras_cache_dir() -> Path:
     """Where keras.applications caches weight files (``$KERAS_HOME/models`` or ``~/.keras/models``)."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -230,15 +247,18 @@ def load_backbone_weights(model, spec: BackboneSpec, weights: str | os.PathLike,
     if str(weights).lower() == "imagenet":
         check_imagenet(spec, alpha, size)
         fname = spec.weights_file(alpha, size)
-        cached = keras_cache_dir() / fname
-        if not cached.is_file() and os.environ.get("EDGE_DERM_OFFLINE"):
+        cached = find_cached_imagenet(spec, alpha, size)
+        if cached is not None and cached.name != fname:
+            _log.warning("ImageNet weights: %s is not cached; loaded %s instead (no-top weights have the same "
+                         "shapes at every input size)", fname, cached)
+        if cached is None and os.environ.get("EDGE_DERM_OFFLINE"):
             raise ModelError(_missing_weights_message(spec, fname))
         try:
             # A cached file is loaded as a path: keras.applications would look for it in /tmp/.keras
             # (and try the network) when the cache folder is read-only.
-            source = spec.builder(None, size, alpha, weights=str(cached) if cached.is_file() else "imagenet")
+            source = spec.builder(None, size, alpha, weights=str(cached) if cached is not None else "imagenet")
         except Exception as exc:  # keras raises a bare Exception on URL fetch failures
-            if cached.is_file():
+            if cached is not None:
                 raise ModelError(f"cannot load ImageNet weights from {cached}: {_first_line(exc)}; delete the "
                                  "file to download it again") from exc
             raise ModelError(_missing_weights_message(spec, fname)) from exc

@@ -23,6 +23,9 @@ class TrainingData:
     train: tuple[list[str], np.ndarray]
     val: tuple[list[str], np.ndarray] | None
     test: tuple[list[str], np.ndarray] | None
+    train_groups: list[str] | None = None
+    #: Where the val split came from: ``"dataset"`` (its own), ``"carved"`` (from train) or None.
+    val_source: str | None = None
 
 
 def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union") -> TrainingData:
@@ -62,6 +65,9 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
         return paths, np.concatenate(labels) if labels else np.zeros(0, np.int64)
 
     train = concat("train")
+    train_groups: list[str] = []
+    for i, m in enumerate(manifests):
+        train_groups += [f"{i}:{r.group}" for r in m.subset("train") if index.get(r.label, -1) >= 0]
     if need_train:
         counts = np.bincount(train[1], minlength=len(classes))
         empty = [c for c, n in zip(classes, counts) if n == 0]
@@ -79,7 +85,38 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
         train=train,
         val=val if len(val[0]) else None,
         test=test if len(test[0]) else None,
+        train_groups=train_groups,
+        val_source="dataset" if len(val[0]) else None,
     )
+
+
+def carve_validation(data: TrainingData, fraction: float, seed: int) -> list[str]:
+    """Move ``fraction`` of each class's training images (whole groups) into a val split, in place.
+
+    Only when the data has no val split of its own. Uses the project's grouped stratified split, so no
+    lesion is on both sides. Returns warnings (e.g. a class with no validation image).
+    """
+    from edge_derm.data.split import split_groups
+
+    if data.val is not None or fraction <= 0:
+        return []
+    paths, labels = data.train
+    groups = data.train_groups if data.train_groups and len(data.train_groups) == len(paths) \
+        else [str(i) for i in range(len(paths))]
+    names = [data.classes[int(y)] for y in labels]
+    splits, warnings = split_groups(names, groups, test_fraction=fraction, val_fraction=0.0, seed=seed)
+    is_val = np.array([s == "test" for s in splits])
+    if not is_val.any() or is_val.all():
+        return warnings + [f"too few training groups to carve a {fraction:.0%} validation split; none used"]
+    data.val = ([p for p, v in zip(paths, is_val) if v], labels[is_val])
+    data.train = ([p for p, v in zip(paths, is_val) if not v], labels[~is_val])
+    data.train_groups = [g for g, v in zip(groups, is_val) if not v]
+    data.val_source = "carved"
+    missing = [c for i, c in enumerate(data.classes) if not (data.val[1] == i).any()]
+    if missing:
+        warnings.append(f"the validation split has no image of {', '.join(missing)}: its macro F1 and "
+                        "the operating point ignore them")
+    return [w.replace("is not tested", "has no validation image") for w in warnings]
 
 
 def _triage(taxonomy: str | None, classes: list[str]) -> dict[str, str] | None:

@@ -52,10 +52,10 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
         ``(metrics, output folder)``.
     """
     from edge_derm.data.manifest import Manifest
-    from edge_derm.evaluation import compute_metrics, write_evaluation
+    from edge_derm.evaluation import write_evaluation
     from edge_derm.models import load_model
     from edge_derm.training.data import _triage
-    from edge_derm.training.trainer import predict
+    from edge_derm.training.trainer import predict, score_with_calibration
 
     run = Path(run)
     cfg = read_run(run)
@@ -73,8 +73,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     y = np.array([index[manifest.classes[k]] for k in labels], dtype=np.int64)
     model = load_model(run / "model.keras")
     probs = predict(model, paths, int(cfg["image_size"]), cfg.get("resize_mode", "nearest"), description="evaluating")
-    metrics = compute_metrics(y, probs, classes, triage=cfg.get("triage") or _triage(cfg.get("taxonomy"), classes),
-                              bootstrap=bootstrap, seed=seed)
+    metrics = score_with_calibration(y, probs, classes, cfg.get("triage") or _triage(cfg.get("taxonomy"), classes),
+                                     cfg.get("calibration"), bootstrap=bootstrap, seed=seed)
     metrics["split"] = split
     metrics["data"] = {"dir": str(Path(data).resolve()), "hash": manifest.hash}
     metrics["run"] = str(run.resolve())

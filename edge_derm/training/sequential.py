@@ -17,7 +17,8 @@ A plan is a TOML file::
     taxonomy = "dermai13"                # optional: every dataset of the stage must use it
     # any TrainConfig field (epochs_per_block, blocks, lr_head, ...) overrides [train] for this stage
 
-Shipped plans (``edge_derm/training/plans/*.toml``): o, x, a, b, c (the paper's strategies).
+Shipped plans (``edge_derm/training/plans/*.toml``): o, o-blockwise, x, a, b, c (the paper's strategies; b and c
+train their EDRA and Dermofit stages on those datasets' own classes, taxonomies ``edra5`` and ``dermofit10``).
 """
 
 from __future__ import annotations

@@ -31,11 +31,11 @@ from edge_derm import progress
 from edge_derm.errors import ConfigError, ModelError, OutputExistsError
 from edge_derm.fsutil import atomic_write_text, read_json, write_json
 from edge_derm.training.config import FULL_BN_MOMENTUM, TrainConfig, config_diff
-from edge_derm.training.data import TrainingData, load_data
+from edge_derm.training.data import TrainingData, carve_validation, load_data
 
 _log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("step", "block", "epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+HISTORY_COLUMNS = ("step", "block", "epoch", "lr_end", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1")
 FORMAT_VERSION = 1
 EVAL_BATCH = 64
 
@@ -70,12 +70,36 @@ def apply_schedule(model, spec, step: int) -> tuple[list, list]:
     return head, backbone
 
 
-def make_train_function(model, head_vars: list, backbone_vars: list, *, lr_head: float, lr_backbone: float,
+def lr_schedule(base: float, kind: str = "constant", total_steps: int = 1, warmup_steps: int = 0):
+    """A learning rate for Adam: ``base`` (constant), or linear warm-up over ``warmup_steps`` batches
+    then cosine decay to 0 at ``total_steps`` (``cosine``)."""
+    from edge_derm.models._tf import keras, tf
+
+    if kind == "constant":
+        return base
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = float(max(warmup_steps, 0))
+            total = float(max(total_steps, 1))
+            warm_lr = base * (step + 1.0) / max(warm, 1.0)
+            progress_ = tf.clip_by_value((step - warm) / max(total - warm, 1.0), 0.0, 1.0)
+            cos_lr = 0.5 * base * (1.0 + tf.cos(math.pi * progress_))
+            return tf.where(step < warm, warm_lr, cos_lr)
+
+        def get_config(self):
+            return {"base": base, "total_steps": total_steps, "warmup_steps": warmup_steps}
+
+    return WarmupCosine()
+
+
+def make_train_function(model, head_vars: list, backbone_vars: list, *, lr_head: Any, lr_backbone: Any,
                         global_batch: int, label_smoothing: float = 0.0, strategy=None) -> Callable:
     """A compiled training step ``fn((x, y)) -> (loss, correct)`` with one Adam per group.
 
-    Must be called inside ``strategy.scope()`` when a strategy is given (the optimizers' slots
-    are created here).
+    ``lr_head`` / ``lr_backbone`` are numbers or schedules (:func:`lr_schedule`). Must be called inside
+    ``strategy.scope()`` when a strategy is given (the optimizers' slots are created here).
     """
     from edge_derm.models._tf import keras, tf
 
@@ -184,12 +208,25 @@ def run_config(config: TrainConfig, data: TrainingData) -> dict[str, Any]:
         "triage": data.triage,
         "data": data.datasets,
         "weights": config.weights,
+        "weights_file": _imagenet_file(config),
         "seed": config.seed,
         "schedule": config.schedule(),
         "train": config.to_dict(),
         "versions": versions(),
         "config_hash": hash_json(identity),
     }
+
+
+def _imagenet_file(config: TrainConfig) -> str | None:
+    """The ImageNet file a run starts from (cached, possibly of another input size), or None."""
+    if config.weights != "imagenet":
+        return None
+    from edge_derm.models import get_spec
+    from edge_derm.models.registry import find_cached_imagenet
+
+    spec = get_spec(config.backbone)
+    found = find_cached_imagenet(spec, config.alpha, config.image_size)
+    return str(found) if found is not None else spec.weights_file(config.alpha, config.image_size)
 
 
 def _prepare_folder(out: Path, rc: dict[str, Any], *, resume: bool, force: bool) -> dict[str, Any]:
@@ -290,6 +327,11 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
                      "step 0 and then trained at lr_backbone %g; for a from-scratch recipe use "
                      "unfreeze = \"full\" (plan o)", config.lr_backbone)
     data = load_data(config.data, merge=config.merge)
+    for warning in carve_validation(data, config.val_fraction, config.seed):
+        _log.warning("%s", warning)
+    if config.select_best and data.val is None:
+        _log.warning("select_best needs a validation split and the data has none (val_fraction 0): "
+                     "the last epoch is kept")
     rc = run_config(config, data)
     state = _prepare_folder(out, rc, resume=resume, force=force)
     ckpt_dir = out / "checkpoints"
@@ -326,24 +368,36 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     batch = config.batch_size or n_classes * config.batch_multiple
     spe = config.steps_per_epoch or steps_per_epoch(len(data.train[0]), batch)
     history: list[dict[str, Any]] = list(state["history"])
+    best = state.get("best")  # {"step", "epoch", "val_macro_f1"} of the epoch kept by select_best
+    best_weights = None
+    if best and start > 0 and (ckpt_dir / "best.weights.h5").is_file():
+        best_path = ckpt_dir / "best.weights.h5"
+    else:
+        best_path = None
+    select = bool(config.select_best and with_val)
     steps = config.steps()
     for k in range(start, config.n_steps):
         block, n_epochs = steps[k]["block"], steps[k]["epochs"]
         keras.utils.set_random_seed(config.seed + k)
+        total = spe * n_epochs
         with strategy.scope():
             head_vars, bb_vars = apply_schedule(model, spec, steps[k]["level"])
-            step_fn = make_train_function(model, head_vars, bb_vars, lr_head=config.lr_head,
-                                          lr_backbone=config.lr_backbone, global_batch=batch,
-                                          label_smoothing=config.label_smoothing, strategy=strategy)
-        momenta = _set_bn_momentum(model, FULL_BN_MOMENTUM) if config.unfreeze == "full" else {}
+            warm = int(round(config.warmup_epochs * spe))
+            step_fn = make_train_function(
+                model, head_vars, bb_vars,
+                lr_head=lr_schedule(config.lr_head, config.lr_schedule, total, warm),
+                lr_backbone=lr_schedule(config.lr_backbone, config.lr_schedule, total, warm),
+                global_batch=batch, label_smoothing=config.label_smoothing, strategy=strategy)
+        momentum = FULL_BN_MOMENTUM if config.unfreeze == "full" else config.bn_momentum
+        momenta = _set_bn_momentum(model, momentum) if momentum else {}
         ds = make_dataset(data.train[0], data.train[1], n_classes, config.image_size, training=True,
-                          batch_size=batch, augment=AugmentConfig(enabled=config.augment),
+                          batch_size=batch, augment=_augment(config),
                           resize_mode=config.resize_mode, seed=config.seed + k)
         iterator = iter(strategy.experimental_distribute_dataset(ds))
+        label = f"step {k + 1}/{config.n_steps} ({block})" if config.n_steps > 1 else f"training ({block} layers)"
         for epoch in range(1, n_epochs + 1):
             losses, correct, seen, t0 = [], 0.0, 0, time.perf_counter()
-            with progress.task(f"step {k}/{config.n_steps - 1} ({block}) epoch {epoch}/{n_epochs}",
-                               total=spe) as advance:
+            with progress.task(f"{label} epoch {epoch}/{n_epochs}", total=spe) as advance:
                 for b in range(spe):
                     loss, corr = step_fn(next(iterator))
                     loss = float(loss)
@@ -362,45 +416,75 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
                     advance(1)
             state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - t0
             state["train_images"] = state.get("train_images", 0) + seen
-            row: dict[str, Any] = {"step": k, "block": block, "epoch": epoch, "loss": float(np.mean(losses)),
-                                   "accuracy": correct / (batch * len(losses))}
+            if config.bn_recalibration:
+                # Before validation, so the epoch is judged (and kept) with the statistics it will ship with.
+                with strategy.scope():
+                    recalibrate_batchnorm(model, data, config)
+            row: dict[str, Any] = {"step": k, "block": block, "epoch": epoch,
+                                   "lr_end": _lr_at(config, config.lr_head, epoch * spe - 1, total, spe),
+                                   "loss": float(np.mean(losses)), "accuracy": correct / (batch * len(losses))}
             if with_val:
                 probs = predict(model, data.val[0], config.image_size, config.resize_mode, description="validating")
                 row["val_loss"], row["val_accuracy"] = _loss_accuracy(probs, data.val[1])
+                row["val_macro_f1"] = _macro_f1(probs, data.val[1])
+                if select and (best is None or row["val_macro_f1"] > best["val_macro_f1"]):
+                    best = {"step": k, "epoch": epoch, "val_macro_f1": row["val_macro_f1"]}
+                    best_weights = [w.copy() for w in model.get_weights()]
             history.append(row)
             _log.info("step %d [%s] epoch %d: %s", k, block, epoch, row)
         _restore_bn_momentum(model, momenta)
-        if config.bn_recalibration:
-            with strategy.scope():
-                recalibrate_batchnorm(model, data, config)
         # Checkpoint first, then the state that points at it: a crash in between keeps the old state.
         target = ckpt_dir if chief else Path(tempfile.mkdtemp())
         save_model(model, target / f"step_{k}.keras")
+        if best_weights is not None and chief:
+            best_path = _save_weights(model, best_weights, ckpt_dir / "best.weights.h5")
+            best_weights = None
         if chief:
-            state.update(completed_step=k, history=history)
+            state.update(completed_step=k, history=history, best=best)
             write_json(ckpt_dir / "state.json", state)
             write_history(out / "history.csv", history, with_val)
         if on_step_end is not None:
             on_step_end(k, model)
+
+    if select and best is not None:
+        if best_weights is None and best_path is not None:
+            model.load_weights(str(best_path))
+        elif best_weights is not None:
+            model.set_weights(best_weights)
+        _log.info("kept step %d epoch %d (best validation macro F1 %.3f)", best["step"], best["epoch"],
+                  best["val_macro_f1"])
+    calibration = None
+    if chief:
+        calibration = _calibrate(model, data, config, out)
+        rc = read_json(out / "config.json")
+        rc["selected"] = ({"by": "val_macro_f1", **best} if select and best is not None
+                          else {"by": "last epoch", "step": config.n_steps - 1, "epoch": steps[-1]["epochs"]})
+        rc["calibration"] = calibration
+        rc["validation"] = {"source": data.val_source, "n": len(data.val[0]) if with_val else 0,
+                            "fraction": config.val_fraction if data.val_source == "carved" else None}
+        write_json(out / "config.json", rc)
 
     metrics = None
     if chief:
         save_model(model, out / "model.keras")
         _plot_history(history, out / "history.png")
         if evaluate:
-            metrics = evaluate_model(model, data, config, out)
+            metrics = evaluate_model(model, data, config, out, calibration=calibration)
         state["complete"] = True
         write_json(ckpt_dir / "state.json", state)
     return {"out": out, "metrics": metrics, "history": history, "params": rc["params"],
             "train_images_per_s": _rate(state), "replicas": int(strategy.num_replicas_in_sync)}
 
 
-def recalibrate_batchnorm(model, data: TrainingData, config: TrainConfig) -> int:
+def recalibrate_batchnorm(model, data: TrainingData, config: TrainConfig, batch_size: int = 64) -> int:
     """Set the moving averages of the trainable BatchNorm layers to the statistics of training images.
 
-    Uses ``config.bn_recalibration`` training images (a seeded sample, no augmentation) in one batch
-    with momentum 0; call it after ``apply_schedule`` for the step just trained (frozen layers run in
-    inference mode in Keras 2 and keep theirs). Returns the number of layers updated.
+    Uses ``config.bn_recalibration`` training images (a seeded sample, no augmentation), in batches of
+    ``batch_size``: each batch runs in training mode with momentum ``k / (k + 1)``, so the moving averages
+    end as the mean of the batches' statistics. In training mode a BatchNorm layer normalises with the
+    batch's own statistics, so the result does not depend on the old averages. Call it while the step's
+    schedule applies (frozen layers run in inference mode in Keras 2 and keep theirs). Returns the number
+    of layers updated.
     """
     from edge_derm.data.pipeline import make_dataset
     from edge_derm.models._tf import keras
@@ -408,14 +492,81 @@ def recalibrate_batchnorm(model, data: TrainingData, config: TrainConfig) -> int
     paths, labels = data.train
     pick = np.sort(np.random.default_rng(config.seed).permutation(len(paths))[: config.bn_recalibration])
     ds = make_dataset([paths[i] for i in pick], labels[pick], len(data.classes), config.image_size,
-                      training=False, batch_size=len(pick), resize_mode=config.resize_mode)
-    images = next(iter(ds))[0]
+                      training=False, batch_size=min(batch_size, len(pick)), resize_mode=config.resize_mode)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     momenta = _set_bn_momentum(model, 0.0)
-    model(images, training=True)
-    _restore_bn_momentum(model, momenta)
+    try:
+        for k, (images, _) in enumerate(ds):
+            for layer in bns:
+                layer.momentum = k / (k + 1.0)
+            model(images, training=True)
+    finally:
+        _restore_bn_momentum(model, momenta)
     _log.info("recomputed the moving averages of %d BatchNorm layers on %d training images", len(bns), len(pick))
     return len(bns)
+
+
+def _augment(config: TrainConfig):
+    from edge_derm.data.pipeline import AugmentConfig
+
+    if not config.augment:
+        return AugmentConfig.off()
+    return AugmentConfig(brightness=tuple(config.brightness) if config.brightness else None)
+
+
+def _lr_at(config: TrainConfig, base: float, step: int, total: int, spe: int) -> float:
+    """The learning rate of ``lr_schedule`` at batch ``step`` of a schedule step (for history.csv)."""
+    if config.lr_schedule == "constant":
+        return float(base)
+    warm = int(round(config.warmup_epochs * spe))
+    if step < warm:
+        return float(base * (step + 1) / max(warm, 1))
+    progress_ = min(max((step - warm) / max(total - warm, 1), 0.0), 1.0)
+    return float(0.5 * base * (1 + math.cos(math.pi * progress_)))
+
+
+def _macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Macro F1 over the classes present in ``labels`` (the validation split may lack a rare class)."""
+    from sklearn.metrics import f1_score
+
+    present = np.unique(labels)
+    return float(f1_score(labels, probs.argmax(1), labels=present, average="macro", zero_division=0.0))
+
+
+def _save_weights(model, weights: list, path: Path) -> Path:
+    """Write ``weights`` (a get_weights() list) as ``path`` atomically, leaving the model's own weights."""
+    current = model.get_weights()
+    tmp = path.with_name(f".tmp-{path.name}")  # keep the ".weights.h5" suffix: it picks the format
+    try:
+        model.set_weights(weights)
+        model.save_weights(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        model.set_weights(current)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _calibrate(model, data: TrainingData, config: TrainConfig, out: Path) -> dict[str, Any] | None:
+    """Fit the temperature and operating point on the val split; writes ``calibration.json``."""
+    from edge_derm import calibration as cal
+
+    if not config.calibrate:
+        return None
+    if data.val is None:
+        _log.warning("no validation split: probabilities are not calibrated and no triage operating point is "
+                     "stored (use val_fraction, e.g. --val-fraction 0.15)")
+        return None
+    probs = predict(model, data.val[0], config.image_size, config.resize_mode, description="calibrating")
+    counts = np.bincount(data.train[1], minlength=len(data.classes)) if config.prevalence == "dataset" else None
+    fitted = cal.fit(probs, data.val[1], data.classes, data.triage, target=config.triage_target, train_counts=counts)
+    if fitted["referral_classes"] and fitted["threshold"] is None:
+        _log.warning("the validation split has no image of %s: no triage operating point is stored",
+                     ", ".join(fitted["referral_classes"]))
+    write_json(out / "calibration.json", fitted)
+    _log.info("temperature %.3f (validation ECE %.3f -> %.3f)", fitted["temperature"], fitted["val"]["ece_before"],
+              fitted["val"]["ece_after"])
+    return fitted
 
 
 def _set_bn_momentum(model, momentum: float) -> dict[Any, float]:
@@ -449,17 +600,50 @@ def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
         _log.warning("could not plot the history: %s", exc)
 
 
-def evaluate_model(model, data: TrainingData, config: TrainConfig, out: Path) -> dict[str, Any] | None:
-    """Evaluate on the last dataset's test split and write metrics.json / report.md / confusion.png."""
+def evaluate_model(model, data: TrainingData, config: TrainConfig, out: Path,
+                   calibration: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Evaluate on the last dataset's test split and write metrics.json / report.md / confusion.png.
+
+    With a ``calibration`` block the figures are of the calibrated probabilities (what the runtime shows),
+    with the uncalibrated ECE and the operating point's test sensitivity / specificity beside them.
+    """
     from edge_derm.evaluation import compute_metrics, write_evaluation
 
     if data.test is None:
         _log.warning("%s has no test split; no metrics.json written", data.datasets[-1]["dir"])
         return None
     probs = predict(model, data.test[0], config.image_size, config.resize_mode, description="evaluating")
-    metrics = compute_metrics(data.test[1], probs, data.classes, triage=data.triage,
-                              bootstrap=config.bootstrap, seed=config.seed)
+    metrics = score_with_calibration(data.test[1], probs, data.classes, data.triage, calibration,
+                                     bootstrap=config.bootstrap, seed=config.seed)
     metrics["split"] = "test"
     metrics["data"] = data.datasets[-1]
     write_evaluation(out, metrics, title=f"{out.name}: {config.backbone} on {Path(data.datasets[-1]['dir']).name} (test)")
+    return metrics
+
+
+def score_with_calibration(labels: np.ndarray, probs: np.ndarray, classes: list[str], triage: dict | None,
+                           calibration: dict[str, Any] | None, *, bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+    """compute_metrics on the calibrated probabilities, plus ``calibration`` (ECE before/after) and
+    ``operating_point`` (the stored threshold's sensitivity / specificity on these images)."""
+    from edge_derm import calibration as cal
+    from edge_derm.evaluation import compute_metrics, expected_calibration_error
+
+    if not calibration:
+        return compute_metrics(labels, probs, classes, triage=triage, bootstrap=bootstrap, seed=seed)
+    calibrated = cal.apply(probs, calibration["temperature"], calibration.get("log_prior"))
+    metrics = compute_metrics(labels, calibrated, classes, triage=triage, bootstrap=bootstrap, seed=seed)
+    metrics["calibration"] = {
+        "temperature": calibration["temperature"],
+        "prevalence": calibration.get("prevalence", "balanced"),
+        "ece_before": expected_calibration_error(probs.max(1), probs.argmax(1) == labels),
+        "ece_after": metrics["ece"],
+        "nll_before": cal.nll(probs, labels),
+        "nll_after": cal.nll(calibrated, labels),
+    }
+    if calibration.get("threshold") is not None:
+        mask = np.array([c in calibration["referral_classes"] for c in classes], dtype=bool)
+        stats = cal.operating_stats(cal.referral_score(calibrated, mask), mask[np.asarray(labels)],
+                                    calibration["threshold"])
+        metrics["operating_point"] = {"referral_classes": calibration["referral_classes"],
+                                      "target_sensitivity": calibration.get("target_sensitivity"), **stats}
     return metrics

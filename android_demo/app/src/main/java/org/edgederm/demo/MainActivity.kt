@@ -230,7 +230,15 @@ class MainActivity : AppCompatActivity() {
         for ((i, p) in c.top.withIndex()) sb.append("${i + 1}. ${p.format()} - ${p.triage.title}\n")
         sb.append("\nTriage group: ${c.triage.title}. ${c.triage.advice}\n")
         sb.append(c.groups.joinToString(", ", "(") { String.format(Locale.ROOT, "%s %.0f %%", it.first.id, it.second * 100) })
-        sb.append(")\n\n").append(getString(R.string.not_a_diagnosis))
+        sb.append(")\n")
+        val r = c.referral
+        if (r != null) {
+            // The operating point chosen on the validation split (model.json output_calibration.threshold).
+            sb.append(String.format(Locale.ROOT, "\n%s: P(%s) %.0f %% %s threshold %.0f %%\n",
+                if (r.refer) "Refer" else "Routine", r.classes.joinToString(" + "), r.score * 100,
+                if (r.refer) ">=" else "<", r.threshold * 100))
+        }
+        sb.append("\n").append(getString(R.string.not_a_diagnosis))
         return sb.toString()
     }
 

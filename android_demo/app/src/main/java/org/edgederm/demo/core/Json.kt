@@ -243,6 +243,11 @@ class JsonFields(private val root: Map<String, Any?>, private val source: String
     fun reqStringList(path: String): List<String> =
         asList(path, required(path)).map { it as? String ?: bad(path, "a list of strings") }
 
+    fun optStringList(path: String): List<String>? {
+        val (found, v) = find(path)
+        return if (!found || v == null) null else asList(path, v).map { it as? String ?: bad(path, "a list of strings") }
+    }
+
     fun reqStringMap(path: String): Map<String, String> = toStringMap(path, asMap(path, required(path)))
 
     fun optStringMap(path: String): Map<String, String> {

@@ -49,6 +49,39 @@ class InputSpec(
 class OutputSpec(val dtype: TensorType, val scale: Double, val zeroPoint: Int, val isSoftmax: Boolean)
 
 /**
+ * Temperature scaling, prior shift and the triage operating point fitted on the run's validation split
+ * (edge_derm/calibration.py; model.json "output_calibration"): p' = softmax(log p / T + logPrior), and
+ * "refer" when the summed p' of [referralClasses] is at least [threshold].
+ */
+class OutputCalibration(
+    val temperature: Double,
+    val logPrior: DoubleArray?,
+    val threshold: Double?,
+    val referralClasses: List<String>,
+    val targetSensitivity: Double?
+) {
+    /** Calibrated probabilities of raw softmax outputs [probs]. */
+    fun apply(probs: DoubleArray): DoubleArray {
+        val logits = DoubleArray(probs.size) { i ->
+            Math.log(Math.max(probs[i], 1e-12)) / temperature + (logPrior?.get(i) ?: 0.0)
+        }
+        var max = Double.NEGATIVE_INFINITY
+        for (v in logits) if (v > max) max = v
+        val e = DoubleArray(logits.size) { Math.exp(logits[it] - max) }
+        var sum = 0.0
+        for (v in e) sum += v
+        return DoubleArray(e.size) { e[it] / sum }
+    }
+
+    /** The referral score (summed calibrated probability of [referralClasses]) of [calibrated]. */
+    fun referralScore(calibrated: DoubleArray, labels: List<String>): Double {
+        var score = 0.0
+        for (i in labels.indices) if (labels[i] in referralClasses) score += calibrated[i]
+        return score
+    }
+}
+
+/**
  * The flat metadata that `edge-derm convert` embeds in each .tflite and `edge-derm export android`
  * copies to assets/model.json (docs/ARCHITECTURE.md, "Convert folder").
  */
@@ -63,7 +96,9 @@ class ModelMetadata(
     val output: OutputSpec,
     /** Top-1 agreement with the Keras model measured at conversion, when recorded. */
     val top1Agreement: Double?,
-    val verificationPassed: Boolean?
+    val verificationPassed: Boolean?,
+    /** Null for models converted from runs without a validation split. */
+    val calibration: OutputCalibration? = null
 ) {
     fun description(label: String): String = descriptions[label] ?: label
 
@@ -116,6 +151,26 @@ class ModelMetadata(
                 dtype = outType, scale = outScale, zeroPoint = f.reqInt("output.zero_point"),
                 isSoftmax = f.optString("output.activation", "softmax") == "softmax"
             )
+            var calibration: OutputCalibration? = null
+            if (f.has("output_calibration")) {
+                // Optional as a block; when present, its temperature is required.
+                val t = f.optDouble("output_calibration.temperature")
+                    ?: throw JsonException("model.json: output_calibration has no temperature")
+                if (!(t > 0.0) || t.isInfinite()) throw JsonException("model.json: output_calibration.temperature must be a positive number")
+                val prior = f.optDoubleList("output_calibration.log_prior")
+                if (prior != null && prior.size != labels.size) {
+                    throw JsonException("model.json: output_calibration.log_prior needs one number per label")
+                }
+                val threshold = f.optDouble("output_calibration.threshold")
+                if (threshold != null && !(threshold >= 0.0 && threshold <= 1.0)) {
+                    throw JsonException("model.json: output_calibration.threshold must be in [0, 1]")
+                }
+                calibration = OutputCalibration(
+                    temperature = t, logPrior = prior?.toDoubleArray(), threshold = threshold,
+                    referralClasses = f.optStringList("output_calibration.referral_classes") ?: emptyList(),
+                    targetSensitivity = f.optDouble("output_calibration.target_sensitivity")
+                )
+            }
             val triage = LinkedHashMap<String, TriageGroup>()
             for ((label, group) in f.reqStringMap("triage")) triage[label] = TriageGroup.of(group)
             return ModelMetadata(
@@ -128,7 +183,8 @@ class ModelMetadata(
                 input = input,
                 output = output,
                 top1Agreement = f.optDouble("verification.top1_agreement"),
-                verificationPassed = f.optBoolean("verification.passed")
+                verificationPassed = f.optBoolean("verification.passed"),
+                calibration = calibration
             )
         }
     }

@@ -25,24 +25,42 @@ class Prediction(val label: String, val description: String, val probability: Do
     }
 }
 
-/** A classified image: the top-k classes and the probability summed per triage group. */
-class Classification(val top: List<Prediction>, val groups: List<Pair<TriageGroup, Double>>) {
+/** The stored operating point applied to one image: refer when [score] >= [threshold]. */
+class Referral(val score: Double, val threshold: Double, val classes: List<String>) {
+    val refer: Boolean get() = score >= threshold
+}
+
+/**
+ * A classified image: the top-k classes and the probability summed per triage group (of the calibrated
+ * probabilities when model.json has output_calibration), and the referral decision when it has a threshold.
+ */
+class Classification(
+    val top: List<Prediction>,
+    val groups: List<Pair<TriageGroup, Double>>,
+    val referral: Referral? = null
+) {
     /** The triage group with the largest summed probability. */
     val triage: TriageGroup get() = groups.first().first
 }
 
 object Triage {
     /** Top-[k] classes of [probs] (in label order) with descriptions and triage groups. */
-    fun classify(probs: DoubleArray, meta: ModelMetadata, k: Int = 3): Classification {
-        if (probs.size != meta.labels.size) {
-            throw IllegalArgumentException("the model gives ${probs.size} scores but model.json has ${meta.labels.size} labels")
+    fun classify(raw: DoubleArray, meta: ModelMetadata, k: Int = 3): Classification {
+        if (raw.size != meta.labels.size) {
+            throw IllegalArgumentException("the model gives ${raw.size} scores but model.json has ${meta.labels.size} labels")
+        }
+        val cal = meta.calibration
+        val probs = cal?.apply(raw) ?: raw
+        var referral: Referral? = null
+        if (cal?.threshold != null && cal.referralClasses.isNotEmpty()) {
+            referral = Referral(cal.referralScore(probs, meta.labels), cal.threshold, cal.referralClasses)
         }
         val order = topIndices(probs, k)
         val top = order.map { i ->
             val label = meta.labels[i]
             Prediction(label, meta.description(label), probs[i], meta.triageOf(label))
         }
-        return Classification(top, groupTotals(probs, meta))
+        return Classification(top, groupTotals(probs, meta), referral)
     }
 
     /** Indices of the [k] largest values, largest first; ties keep label order. */

@@ -42,4 +42,21 @@ class TriageTest {
             assertEquals("the model gives 1 scores but model.json has 4 labels", e.message)
         }
     }
+
+    @Test
+    fun calibrationAndOperatingPointAreApplied() {
+        val json = TestData.modelJson().trimEnd().removeSuffix("}") +
+            ""","output_calibration": {"temperature": 2.0, "log_prior": null, "threshold": 0.3,
+                "referral_classes": ["MM", "BCC"], "target_sensitivity": 0.9}}"""
+        val m = ModelMetadata.parse(json)
+        val c = Triage.classify(doubleArrayOf(0.04, 0.81, 0.09, 0.06), m, 4)
+        // softmax(log p / 2) = sqrt(p) / sum(sqrt(p)): 0.2, 0.9, 0.3, sqrt(0.06) over their sum.
+        val s = 0.2 + 0.9 + 0.3 + Math.sqrt(0.06)
+        assertEquals(0.9 / s, c.top[0].probability, 1e-9)
+        val r = c.referral ?: throw AssertionError("no referral decision")
+        assertEquals(0.5 / s, r.score, 1e-9)
+        assertEquals(true, r.refer)  // 0.304 >= 0.3
+        val strict = ModelMetadata.parse(json.replace("\"threshold\": 0.3", "\"threshold\": 0.31"))
+        assertEquals(false, Triage.classify(doubleArrayOf(0.04, 0.81, 0.09, 0.06), strict, 4).referral?.refer)
+    }
 }
