@@ -6,7 +6,9 @@ A run fits both on its validation split, never on test:
   the validation negative log-likelihood; it changes confidence, never the top-1 class. ``b`` is an
   optional log-prior shift (``prevalence = "dataset"``): a model trained on class-balanced batches has
   learnt uniform priors, and ``b_c = log(C * pi_c)`` restores the training set's class frequencies
-  ``pi_c`` (this one *can* change the top-1 class; it is off by default).
+  ``pi_c`` (this one *can* change the top-1 class; it is off by default). ``prevalence = "fit"`` scales
+  that shift by the strength in [0, 1] (steps of 0.1) that maximises the validation macro F1: a model
+  trained on balanced batches over-predicts rare classes, and full prior correction under-predicts them.
 * **Triage operating point**: the referral score of an image is the calibrated probability of the
   referral group (the classes whose triage group is ``malignant``); an image is referred when its score
   is at least ``threshold``, chosen as the highest value whose sensitivity on the validation split
@@ -135,9 +137,29 @@ def check(block: Mapping[str, Any] | None, n_classes: int) -> dict[str, Any] | N
     return dict(block)
 
 
+def fit_prior_strength(probs: np.ndarray, labels: np.ndarray, shift: Sequence[float]) -> float:
+    """The strength in {0, 0.1, ..., 1} of the prior ``shift`` with the best macro F1 (ties: the weaker)."""
+    from sklearn.metrics import f1_score
+
+    labels = np.asarray(labels, np.int64)
+    present = np.unique(labels)
+    best, best_f1 = 0.0, -1.0
+    for strength in np.round(np.linspace(0.0, 1.0, 11), 1):
+        pred = apply(probs, 1.0, strength * np.asarray(shift)).argmax(1)
+        f1 = f1_score(labels, pred, labels=present, average="macro", zero_division=0.0)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(strength), float(f1)
+    return best
+
+
 def fit(val_probs: np.ndarray, val_labels: np.ndarray, classes: Sequence[str], triage: Mapping[str, str] | None,
-        *, target: float, train_counts: Sequence[int] | None = None) -> dict[str, Any]:
+        *, target: float, train_counts: Sequence[int] | None = None, prior_strength: float | str = 1.0) -> dict[str, Any]:
     """Fit temperature (+ optional prior shift) and the operating point on the validation split.
+
+    Args:
+        train_counts: Training images per class: a log-prior shift towards these frequencies is applied
+            (None: no shift, the balanced-batch priors).
+        prior_strength: Multiplies the shift; ``"fit"`` chooses it on validation (:func:`fit_prior_strength`).
 
     Returns the ``calibration`` block stored in the run and in every converted model's metadata.
     """
@@ -145,6 +167,11 @@ def fit(val_probs: np.ndarray, val_labels: np.ndarray, classes: Sequence[str], t
 
     val_labels = np.asarray(val_labels, np.int64)
     log_prior = log_prior_shift(train_counts) if train_counts is not None else None
+    strength = None
+    if log_prior is not None:
+        strength = fit_prior_strength(val_probs, val_labels, log_prior) if prior_strength == "fit" \
+            else float(prior_strength)
+        log_prior = [strength * v for v in log_prior]
     temperature = fit_temperature(val_probs, val_labels, log_prior)
     cal = apply(val_probs, temperature, log_prior)
 
@@ -158,6 +185,7 @@ def fit(val_probs: np.ndarray, val_labels: np.ndarray, classes: Sequence[str], t
         "temperature": temperature,
         "log_prior": log_prior,
         "prevalence": "dataset" if log_prior is not None else "balanced",
+        "prior_strength": strength,
         "val": {"nll_before": nll(val_probs, val_labels), "nll_after": nll(cal, val_labels),
                 "ece_before": ece(np.asarray(val_probs)), "ece_after": ece(cal)},
         "referral_groups": list(REFERRAL_GROUPS),

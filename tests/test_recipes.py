@@ -333,3 +333,25 @@ def test_resume_with_best_epoch_selection_gives_the_same_model(tr_datasets, tmp_
     b = keras.models.load_model(out / "model.keras")
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+
+
+def test_prior_strength_is_fitted_on_validation_macro_f1():
+    """Balanced-batch probabilities over-predict a rare class; the fitted shift strength removes most of it."""
+    rng = np.random.default_rng(3)
+    y = (rng.random(400) < 0.15).astype(int)  # class 1 is rare
+    # a model whose scores favour class 1 too much (as if trained with balanced priors)
+    p1 = np.clip(np.where(y == 1, rng.normal(0.75, 0.15, 400), rng.normal(0.45, 0.15, 400)), 0.01, 0.99)
+    probs = np.stack([1 - p1, p1], 1)
+    shift = cal.log_prior_shift([85, 15])
+    strength = cal.fit_prior_strength(probs, y, shift)
+    from sklearn.metrics import f1_score
+
+    def f1(s):
+        return f1_score(y, cal.apply(probs, 1.0, s * np.asarray(shift)).argmax(1), average="macro")
+
+    assert 0.0 < strength <= 1.0 and f1(strength) > f1(0.0)
+    assert all(f1(strength) >= f1(s) for s in np.linspace(0, 1, 11))
+    block = cal.fit(probs, y, ["Nev", "MM"], {"MM": "malignant", "Nev": "benign"}, target=0.9,
+                    train_counts=[85, 15], prior_strength="fit")
+    assert block["prior_strength"] == strength and block["prevalence"] == "dataset"
+    assert block["log_prior"] == pytest.approx([strength * v for v in shift])

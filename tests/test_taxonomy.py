@@ -36,7 +36,7 @@ def dermai13():
 
 
 def test_shipped_taxonomies():
-    assert list_taxonomies() == ["dermai13", "native"]
+    assert list_taxonomies() == ["dermai13", "dermofit10", "edra5", "native"]
 
 
 def test_dermai13_classes_descriptions_triage(dermai13):
@@ -85,7 +85,7 @@ def test_native_keeps_labels():
 
 
 def test_unknown_taxonomy_lists_names():
-    with pytest.raises(ConfigError, match="unknown taxonomy 'derm13'; use one of: dermai13, native"):
+    with pytest.raises(ConfigError, match="unknown taxonomy 'derm13'; use one of: dermai13, dermofit10, edra5, native"):
         load_taxonomy("derm13")
 
 
@@ -115,3 +115,22 @@ def test_bad_taxonomy_files(tmp_path, text, match):
         load_taxonomy(str(p))
     with pytest.raises(ConfigError, match="not found"):
         load_taxonomy(str(tmp_path / "missing.toml"))
+
+
+def test_native_class_sets_of_the_intermediate_stages(tmp_path):
+    """edra5 and dermofit10 keep derm7pt's five diagnosis groups and Dermofit's ten codes."""
+    from data_fakes import fake_derm7pt, fake_dermofit
+
+    from edge_derm.data.build import build_dataset
+
+    edra = load_taxonomy("edra5")
+    assert edra.classes == ["BCC", "NEV", "MEL", "MISC", "SK"]
+    assert edra.map("derm7pt", "melanoma (in situ)") == "MEL" and edra.map("derm7pt", "vascular lesion") == "MISC"
+    assert edra.triage_of("MEL") == "malignant" and edra.triage_of("NEV") == "benign"
+    dermofit = load_taxonomy("dermofit10")
+    assert dermofit.classes == ["AK", "BCC", "DF", "IEC", "MEL", "ML", "PYO", "SCC", "SK", "VASC"]
+    assert dermofit.map("dermofit", "scc") == "SCC" and dermofit.triage_of("AK") == "premalignant"
+    m = build_dataset("derm7pt", fake_derm7pt(tmp_path / "d7"), tmp_path / "ds-edra5", taxonomy="edra5", modality="clinic")
+    assert set(m.classes) <= set(edra.classes) and {"MEL", "NEV", "MISC"} <= {r.label for r in m.records}
+    m = build_dataset("dermofit", fake_dermofit(tmp_path / "df"), tmp_path / "ds-dermofit10", taxonomy="dermofit10")
+    assert {r.label for r in m.records} == set(dermofit.classes)

@@ -41,7 +41,7 @@ def build(
     root: Path = typer.Argument(..., help="The unpacked dataset (for csv: the CSV file or its folder)."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
     taxonomy: str = typer.Option("dermai13", "--taxonomy", "-t",
-                                 help="Target taxonomy: dermai13, native, or a taxonomy .toml file."),
+                                 help="Target taxonomy: dermai13, edra5, dermofit10, native, or a .toml file."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", callback=_fraction, help="Share of each class in test."),
     val_fraction: float = typer.Option(0.0, "--val-fraction", callback=_fraction, help="Share of each class in val."),
     seed: int = typer.Option(0, "--seed", help="Split seed."),

@@ -35,6 +35,7 @@ class LrSchedule(str, Enum):
 class Prevalence(str, Enum):
     balanced = "balanced"
     dataset = "dataset"
+    fit = "fit"
 
 
 def _brightness(value: Optional[str]) -> Optional[list[float]]:
@@ -121,8 +122,9 @@ def train(
     calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
                                              help="Fit temperature + triage threshold on the val split."),
     prevalence: Optional[Prevalence] = typer.Option(None, "--prevalence",
-                                                    help="balanced, or dataset (restore the training "
-                                                         "frequencies in the calibrated probabilities)."),
+                                                    help="balanced, dataset (restore the training frequencies in "
+                                                         "the calibrated probabilities) or fit (partly, as "
+                                                         "validation macro F1 prefers)."),
     triage_target: Optional[float] = typer.Option(None, "--triage-target",
                                                   help="Target sensitivity of the referral group (0.9)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed (0)."),

@@ -17,7 +17,7 @@ RESIZE_MODES = ("nearest", "pad")
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 SCHEDULES = ("blockwise", "full")
 LR_SCHEDULES = ("constant", "cosine")
-PREVALENCE = ("balanced", "dataset")
+PREVALENCE = ("balanced", "dataset", "fit")
 _RECIPES = "edge_derm.training.recipes"
 DEFAULT_RECIPE = "recommended"
 # TrainConfig fields a recipe may set (None in a TrainConfig = "take it from the recipe").
@@ -87,8 +87,9 @@ class TrainConfig:
         val_fraction: When the data has no val split, this share of each class's training images
             (whole groups) becomes the validation split (0 = none).
         calibrate: Fit a temperature and the triage operating point on the val split (when there is one).
-        prevalence: ``balanced`` (probabilities as trained on class-balanced batches) or ``dataset``
-            (the training set's class frequencies are restored by a log-prior shift in the calibration).
+        prevalence: ``balanced`` (probabilities as trained on class-balanced batches), ``dataset`` (the
+            training set's class frequencies are restored by a log-prior shift in the calibration) or
+            ``fit`` (that shift at the strength in [0, 1] with the best validation macro F1).
         triage_target: Target sensitivity of the referral (malignant) group on the val split, in (0, 1).
         seed: Seed of weights, data order and augmentation.
         deterministic: Deterministic TensorFlow ops (reproducible, resumable to the same model).

@@ -558,8 +558,9 @@ def _calibrate(model, data: TrainingData, config: TrainConfig, out: Path) -> dic
                      "stored (use val_fraction, e.g. --val-fraction 0.15)")
         return None
     probs = predict(model, data.val[0], config.image_size, config.resize_mode, description="calibrating")
-    counts = np.bincount(data.train[1], minlength=len(data.classes)) if config.prevalence == "dataset" else None
-    fitted = cal.fit(probs, data.val[1], data.classes, data.triage, target=config.triage_target, train_counts=counts)
+    counts = np.bincount(data.train[1], minlength=len(data.classes)) if config.prevalence != "balanced" else None
+    fitted = cal.fit(probs, data.val[1], data.classes, data.triage, target=config.triage_target, train_counts=counts,
+                     prior_strength="fit" if config.prevalence == "fit" else 1.0)
     if fitted["referral_classes"] and fitted["threshold"] is None:
         _log.warning("the validation split has no image of %s: no triage operating point is stored",
                      ", ".join(fitted["referral_classes"]))

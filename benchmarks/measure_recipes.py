@@ -1,0 +1,267 @@
+"""Measure: the ``paper`` recipe against ``recommended`` (and ablations of it) on repeated grouped splits.
+
+    .venv/bin/python -m edge_derm.benchmarks.measure_recipes --out /tmp/recipes \\
+        [--splits 5] [--image-size 128] [--variants paper recommended ...] [--ablation-splits 2] \\
+        [--md benchmarks/results/recipes.md] [--quick]
+
+``../shared/data/ham10000-dev`` (2049 images of 1494 lesions) is built once with the ``ham10000``
+source (taxonomy dermai13), then re-split ``--splits`` times (seeds 0..K-1) into lesion-disjoint
+80:20 train/test folders with ``edge-derm data split``'s function. Every variant trains MobileNetV2
+alpha ``--alpha`` at ``--image-size`` px from the ImageNet file in ``../shared/weights`` on each split's
+train part (the trainer carves its own grouped validation split out of it when the recipe asks) and is
+scored once on the split's test part. A figure is the mean over splits with a 95 % t interval over
+splits; differences against ``paper`` (and, for ablations, against ``recommended``) are paired by split.
+
+Variants (``--variants``): ``paper`` and ``recommended`` (the shipped recipes), ``paper-tuned`` (the
+paper's recipe with the README's former tuned flags: lr 1e-3 / 1e-4, 4 images per class per batch,
+2 epochs per block), and ablations of ``recommended`` that undo one choice each (``rec-darkening``:
+brightness 0.2-0.8; ``rec-no-bn``: no BatchNorm momentum / re-estimation; ``rec-constant-lr``;
+``rec-no-smoothing``; ``rec-last-epoch``: no best-epoch selection; ``rec-batch1``: one image per class
+per batch; ``rec-prior``: the training frequencies restored in the calibrated probabilities). Ablations
+run on the first ``--ablation-splits`` splits only (time).
+
+Finished runs in ``--out`` are reused, so a second call only trains what is missing. A script, not
+library code: it prints its table and writes ``results.json`` / ``results.md`` into ``--out`` (and to
+``--md`` and its ``.json`` sibling when given, with the command line on top).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGE_DERM_SHARED", REPO.parent / "shared"))
+HAM = SHARED / "data" / "ham10000-dev"
+
+
+def weights_file(alpha: float) -> Path:
+    return SHARED / "weights" / "keras" / "models" / f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
+
+
+#: Variant -> TrainConfig options (besides data, backbone, size, weights, seed).
+VARIANTS: dict[str, dict] = {
+    "paper": {"recipe": "paper"},
+    "recommended": {"recipe": "recommended"},
+    "paper-tuned": {"recipe": "paper", "lr_head": 1e-3, "lr_backbone": 1e-4, "batch_multiple": 4,
+                    "epochs_per_block": 2},
+    "rec-darkening": {"recipe": "recommended", "brightness": [0.2, 0.8]},
+    "rec-no-bn": {"recipe": "recommended", "bn_momentum": 0.0, "bn_recalibration": 0},
+    "rec-constant-lr": {"recipe": "recommended", "lr_schedule": "constant", "warmup_epochs": 0.0},
+    "rec-no-smoothing": {"recipe": "recommended", "label_smoothing": 0.0},
+    "rec-last-epoch": {"recipe": "recommended", "select_best": False},
+    "rec-batch1": {"recipe": "recommended", "batch_multiple": 1},
+    "rec-prior": {"recipe": "recommended", "prevalence": "dataset"},
+    "rec-prior-fit": {"recipe": "recommended", "prevalence": "fit"},
+}
+MAIN = ("paper", "recommended", "paper-tuned")
+#: (key in a row, label, unit) of the reported figures.
+FIGURES = (("macro_f1", "macro F1", "%"), ("balanced_accuracy", "balanced acc.", "%"), ("accuracy", "accuracy", "%"),
+           ("mm_sensitivity", "MM sens.", "%"), ("bcc_sensitivity", "BCC sens.", "%"),
+           ("ece_before", "ECE raw", ""), ("ece", "ECE", ""), ("referral_sensitivity", "referral sens.", "%"),
+           ("referral_specificity", "referral spec.", "%"), ("minutes", "train min", ""))
+GOALS = {"macro_f1": 0.60, "balanced_accuracy": 0.65, "mm_sensitivity": 0.60, "referral_sensitivity": 0.90}
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float] | None:
+    """Mean and 95 % Student-t interval of ``values`` (None when empty)."""
+    from scipy import stats
+
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, float("nan"), float("nan")
+    sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    h = stats.t.ppf(0.975, len(vals) - 1) * sd / len(vals) ** 0.5
+    return m, m - h, m + h
+
+
+def row_from_run(run: Path) -> dict:
+    """The figures of one finished run (metrics.json, config.json, checkpoints/state.json)."""
+    m = json.loads((run / "metrics.json").read_text())
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    rc = json.loads((run / "config.json").read_text())
+    per = m["per_class"]
+    op = m.get("operating_point") or {}
+    cal = m.get("calibration") or {}
+    return {
+        "macro_f1": m["macro_f1"], "balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"],
+        "mm_sensitivity": per.get("MM", {}).get("sensitivity"), "bcc_sensitivity": per.get("BCC", {}).get("sensitivity"),
+        "ece_before": cal.get("ece_before", m["ece"]), "ece": m["ece"], "temperature": cal.get("temperature"),
+        "referral_sensitivity": op.get("sensitivity"), "referral_specificity": op.get("specificity"),
+        "threshold": op.get("threshold"), "selected": rc.get("selected"), "n_test": m["n"],
+        "minutes": state.get("wall_seconds", 0.0) / 60.0,
+    }
+
+
+def build_splits(work: Path, n: int) -> list[Path]:
+    """``work/ds-ham`` and its re-splits ``work/split-<seed>`` (each built once)."""
+    from edge_derm.data.build import build_dataset, resplit_dataset
+
+    base = work / "ds-ham"
+    if not (base / "manifest.csv").is_file():
+        build_dataset("ham10000", HAM, base, taxonomy="dermai13", force=True)
+    out = []
+    for seed in range(n):
+        d = work / f"split-{seed}"
+        if not (d / "manifest.csv").is_file():
+            resplit_dataset(base, d, test_fraction=0.2, seed=seed, force=True)
+        out.append(d)
+    return out
+
+
+def train_variant(name: str, data: Path, run: Path, a: argparse.Namespace, seed: int) -> dict:
+    from edge_derm.models._tf import keras
+    from edge_derm.training.config import TrainConfig
+    from edge_derm.training.trainer import train
+
+    if (run / "metrics.json").is_file() and (run / "checkpoints" / "state.json").is_file():
+        return row_from_run(run)
+    opts = dict(VARIANTS[name])
+    if a.quick:
+        opts.update(epochs_per_block=1, steps_per_epoch=5)
+    cfg = TrainConfig(data=[str(data)], backbone="mobilenet_v2", alpha=a.alpha, image_size=a.image_size,
+                      weights=str(weights_file(a.alpha)), seed=seed, **opts)
+    keras.backend.clear_session()
+    t0 = time.perf_counter()
+    train(cfg, run, force=True)
+    state_path = run / "checkpoints" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["wall_seconds"] = time.perf_counter() - t0  # training + per-epoch validation + calibration + test
+    state_path.write_text(json.dumps(state, indent=2))
+    return row_from_run(run)
+
+
+def fmt(key: str, stat: tuple[float, float, float] | None) -> str:
+    if stat is None:
+        return "–"
+    m, lo, hi = stat
+    unit = next(u for k, _, u in FIGURES if k == key)
+    scale = 100 if unit == "%" else 1
+    digits = 1 if unit == "%" else (1 if key == "minutes" else 3)
+    if math.isnan(lo):
+        return f"{m * scale:.{digits}f}"
+    return f"{m * scale:.{digits}f} ({lo * scale:.{digits}f} to {hi * scale:.{digits}f})"
+
+
+def summarise(rows: dict[str, list[dict]]) -> dict:
+    """Per variant: mean and interval of each figure; paired differences against paper / recommended."""
+    out: dict = {}
+    for name, rs in rows.items():
+        entry = {"n_splits": len(rs), "figures": {k: t_interval([r[k] for r in rs]) for k, _, _ in FIGURES}}
+        for ref in ("paper", "recommended"):
+            if ref == name or ref not in rows:
+                continue
+            pairs = [(r, q) for r, q in zip(rs, rows[ref])]
+            entry[f"delta_vs_{ref}"] = {k: t_interval([r[k] - q[k] for r, q in pairs
+                                                       if r[k] is not None and q[k] is not None])
+                                        for k in ("macro_f1", "balanced_accuracy", "mm_sensitivity", "ece")}
+        out[name] = entry
+    return out
+
+
+def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
+    lines = [f"Machine: {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores_available', '?')} cores; "
+             f"MobileNetV2 alpha {meta['alpha']} at {meta['image_size']} px from ImageNet; "
+             f"ham10000-dev re-split {meta['splits']} times (seeds 0..{meta['splits'] - 1}, lesion-disjoint 80:20); "
+             "mean over splits with a 95 % t interval over splits.", ""]
+    head = ["variant", "splits"] + [label for _, label, _ in FIGURES]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in summary.items():
+        cells = [name, str(entry["n_splits"])] + [fmt(k, entry["figures"][k]) for k, _, _ in FIGURES]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences (same splits), percentage points for F1/accuracy/sensitivity:", "",
+              "| variant | vs | Δ macro F1 | Δ balanced acc. | Δ MM sens. | Δ ECE |", "|---|---|---|---|---|---|"]
+    for name, entry in summary.items():
+        for ref in ("paper", "recommended"):
+            d = entry.get(f"delta_vs_{ref}")
+            if not d or (ref == "paper" and name.startswith("rec-")):
+                continue
+            lines.append(f"| {name} | {ref} | " + " | ".join(
+                fmt(k if k != "ece" else "ece", d[k]).replace("(", "(").strip() for k in
+                ("macro_f1", "balanced_accuracy", "mm_sensitivity", "ece")) + " |")
+    rec = summary.get("recommended")
+    if rec:
+        lines += ["", "Goals for `recommended` (mean over splits):", ""]
+        for key, goal in GOALS.items():
+            stat = rec["figures"].get(key)
+            got = stat[0] if stat else None
+            lines.append(f"- {key} ≥ {goal:.0%}: {'–' if got is None else f'{got:.1%}'} — "
+                         f"{'**met**' if got is not None and got >= goal else '**not met**'}")
+        stat = rec["figures"].get("ece")
+        lines.append(f"- ECE ≤ 0.05 after temperature scaling: {stat[0]:.3f} — "
+                     f"{'**met**' if stat and stat[0] <= 0.05 else '**not met**'}" if stat else "- ECE: –")
+        stat = rec["figures"].get("minutes")
+        lines.append(f"- training ≤ 15 min: {stat[0]:.1f} min — {'**met**' if stat and stat[0] <= 15 else '**not met**'}"
+                     if stat else "- training time: –")
+    lines += ["", "Per split:", "", "| variant | split | macro F1 | balanced acc. | MM sens. | ECE raw → cal. | "
+              "referral sens. / spec. | kept epoch |", "|---|---|---|---|---|---|---|---|"]
+    for name, rs in rows.items():
+        for i, r in enumerate(rs):
+            sel = r.get("selected") or {}
+            kept = f"step {sel.get('step')} ep {sel.get('epoch')}" if sel else "–"
+            rs_ = "–" if r["referral_sensitivity"] is None else \
+                f"{r['referral_sensitivity']:.1%} / {r['referral_specificity']:.1%}"
+            mm = "–" if r["mm_sensitivity"] is None else f"{r['mm_sensitivity']:.1%}"
+            lines.append(f"| {name} | {i} | {r['macro_f1']:.1%} | {r['balanced_accuracy']:.1%} | {mm} | "
+                         f"{r['ece_before']:.3f} → {r['ece']:.3f} | {rs_} | {kept} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="Work folder (datasets, runs, results).")
+    p.add_argument("--splits", type=int, default=5, help="Repeated grouped splits (seeds 0..K-1).")
+    p.add_argument("--ablation-splits", type=int, default=2, help="Splits the rec-* ablations run on.")
+    p.add_argument("--variants", nargs="+", default=["paper", "recommended"], choices=sorted(VARIANTS))
+    p.add_argument("--alpha", type=float, default=0.35)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--md", type=Path, help="Also write the markdown (and a .json sibling) here.")
+    p.add_argument("--quick", action="store_true", help="Smoke run: 1 epoch per block, 5 steps per epoch.")
+    a = p.parse_args(argv)
+    if not HAM.is_dir() or not weights_file(a.alpha).is_file():
+        print(f"error: needs {HAM} and {weights_file(a.alpha)} (../shared)", file=sys.stderr)
+        return 1
+    from edge_derm import provenance
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    splits = build_splits(a.out, a.splits)
+    rows: dict[str, list[dict]] = {v: [] for v in a.variants}
+    for i, data in enumerate(splits):
+        for name in a.variants:
+            if name.startswith("rec-") and i >= a.ablation_splits:
+                continue
+            run = a.out / "runs" / f"{name}-split{i}"
+            print(f"[{time.strftime('%H:%M:%S')}] {name} on split {i} ...", flush=True)
+            rows[name].append(train_variant(name, data, run, a, seed=i))
+            r = rows[name][-1]
+            print(f"    macro F1 {r['macro_f1']:.3f}, balanced acc {r['balanced_accuracy']:.3f}, "
+                  f"MM sens {r['mm_sensitivity']}, ECE {r['ece_before']:.3f} -> {r['ece']:.3f}, "
+                  f"{r['minutes']:.1f} min", flush=True)
+    summary = summarise(rows)
+    meta = {"machine": provenance.machine(), "versions": provenance.versions(), "alpha": a.alpha,
+            "image_size": a.image_size, "splits": a.splits, "ablation_splits": a.ablation_splits,
+            "variants": {v: VARIANTS[v] for v in a.variants}, "command": " ".join(sys.argv)}
+    md = markdown(summary, rows, meta)
+    doc = {"meta": meta, "summary": summary, "rows": rows}
+    (a.out / "results.json").write_text(json.dumps(doc, indent=2))
+    (a.out / "results.md").write_text(md)
+    if a.md:
+        a.md.parent.mkdir(parents=True, exist_ok=True)
+        a.md.write_text(f"<!-- {meta['command']} -->\n\n" + md)
+        a.md.with_suffix(".json").write_text(json.dumps(doc, indent=2))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
