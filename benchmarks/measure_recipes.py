@@ -235,22 +235,30 @@ def main(argv: list[str] | None = None) -> int:
 
     a.out.mkdir(parents=True, exist_ok=True)
     splits = build_splits(a.out, a.splits)
-    rows: dict[str, list[dict]] = {v: [] for v in a.variants}
-    for i, data in enumerate(splits):
-        for name in a.variants:
-            if name.startswith("rec-") and i >= a.ablation_splits:
-                continue
-            run = a.out / "runs" / f"{name}-split{i}"
-            print(f"[{time.strftime('%H:%M:%S')}] {name} on split {i} ...", flush=True)
-            rows[name].append(train_variant(name, data, run, a, seed=i))
-            r = rows[name][-1]
-            print(f"    macro F1 {r['macro_f1']:.3f}, balanced acc {r['balanced_accuracy']:.3f}, "
-                  f"MM sens {r['mm_sensitivity']}, ECE {r['ece_before']:.3f} -> {r['ece']:.3f}, "
-                  f"{r['minutes']:.1f} min", flush=True)
-    summary = summarise(rows)
     meta = {"machine": provenance.machine(), "versions": provenance.versions(), "alpha": a.alpha,
             "image_size": a.image_size, "splits": a.splits, "ablation_splits": a.ablation_splits,
             "variants": {v: VARIANTS[v] for v in a.variants}, "command": " ".join(sys.argv)}
+    # The main variants on every split first, then the ablations: partial results are useful early.
+    jobs = [(name, i) for i in range(len(splits)) for name in a.variants if not name.startswith("rec-")]
+    jobs += [(name, i) for i in range(min(a.ablation_splits, len(splits))) for name in a.variants
+             if name.startswith("rec-")]
+    rows: dict[str, list[dict]] = {v: [] for v in a.variants}
+    md = ""
+    for name, i in jobs:
+        run = a.out / "runs" / f"{name}-split{i}"
+        print(f"[{time.strftime('%H:%M:%S')}] {name} on split {i} ...", flush=True)
+        r = train_variant(name, splits[i], run, a, seed=i)
+        rows[name].append(r)
+        print(f"    macro F1 {r['macro_f1']:.3f}, balanced acc {r['balanced_accuracy']:.3f}, "
+              f"MM sens {r['mm_sensitivity']}, ECE {r['ece_before']:.3f} -> {r['ece']:.3f}, "
+              f"{r['minutes']:.1f} min", flush=True)
+        md = write_results(a, meta, {k: v for k, v in rows.items() if v})
+    print(md)
+    return 0
+
+
+def write_results(a: argparse.Namespace, meta: dict, rows: dict[str, list[dict]]) -> str:
+    summary = summarise(rows)
     md = markdown(summary, rows, meta)
     doc = {"meta": meta, "summary": summary, "rows": rows}
     (a.out / "results.json").write_text(json.dumps(doc, indent=2))
@@ -259,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         a.md.parent.mkdir(parents=True, exist_ok=True)
         a.md.write_text(f"<!-- {meta['command']} -->\n\n" + md)
         a.md.with_suffix(".json").write_text(json.dumps(doc, indent=2))
-    print(md)
-    return 0
+    return md
 
 
 if __name__ == "__main__":

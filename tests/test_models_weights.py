@@ -71,3 +71,25 @@ def test_weights_path_loads_at_another_input_size(weights_file):
     assert _check_equal(model, expected) == len(expected)
     fresh = build_classifier("mobilenet_v2", 3, image_size=64, alpha=0.35, weights="none")
     assert not np.array_equal(fresh.get_layer("Conv1").get_weights()[0], expected["Conv1"][0])
+
+
+def test_imagenet_at_another_size_uses_a_cached_file_of_another_size(weights_file, monkeypatch, tmp_path, caplog):
+    """Only the 224 px no-top file is cached: --weights imagenet at 128 px loads it (same shapes), says so,
+    and the run records which file it started from; with no file of any size it is a clear error offline."""
+    from edge_derm.errors import ModelError
+    from edge_derm.models import build_classifier, get_spec
+    from edge_derm.models.registry import find_cached_imagenet
+
+    monkeypatch.setenv("KERAS_HOME", str(weights_file.parents[1]))
+    monkeypatch.setenv("EDGE_DERM_OFFLINE", "1")
+    spec = get_spec("mobilenet_v2")
+    assert find_cached_imagenet(spec, 0.35, 128) == weights_file
+    with caplog.at_level("WARNING"):
+        model = build_classifier("mobilenet_v2", 3, image_size=128, alpha=0.35, weights="imagenet")
+    assert "_0.35_128_no_top.h5 is not cached; loaded" in caplog.text and weights_file.name in caplog.text
+    expected = _file_weights(weights_file)
+    assert _check_equal(model, expected) == len(expected)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache
+    assert find_cached_imagenet(spec, 0.35, 128) is None
+    with pytest.raises(ModelError):
+        build_classifier("mobilenet_v2", 3, image_size=128, alpha=0.35, weights="imagenet")

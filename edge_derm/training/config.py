@@ -95,8 +95,9 @@ class TrainConfig:
         deterministic: Deterministic TensorFlow ops (reproducible, resumable to the same model).
         distribute: ``none``, ``mirrored`` (all local GPUs) or ``multiworker`` (TF_CONFIG).
         bootstrap: Bootstrap resamples for confidence intervals in the final evaluation.
-        bn_recalibration: Training images (0 = off) used after each epoch, before validation, to recompute the moving averages of the BatchNorm layers that step trained (one
-            un-augmented batch, momentum 0). Short runs need it: MobileNetV2's momentum 0.999 leaves
+        bn_recalibration: Training images (0 = off; class-balanced, un-augmented, in training-size batches)
+            used after each epoch, before validation, to recompute the moving averages of the BatchNorm
+            layers that step trained (the mean of the batches' statistics). Short runs need it: MobileNetV2's momentum 0.999 leaves
             the averages near their initial values after a few hundred steps, so the model is right in
             training mode and far worse in inference mode. Frozen layers keep their statistics.
     """

@@ -476,23 +476,27 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
             "train_images_per_s": _rate(state), "replicas": int(strategy.num_replicas_in_sync)}
 
 
-def recalibrate_batchnorm(model, data: TrainingData, config: TrainConfig, batch_size: int = 64) -> int:
-    """Set the moving averages of the trainable BatchNorm layers to the statistics of training images.
+def recalibrate_batchnorm(model, data: TrainingData, config: TrainConfig, batch_size: int | None = None) -> int:
+    """Set the moving averages of the trainable BatchNorm layers to the statistics of training batches.
 
-    Uses ``config.bn_recalibration`` training images (a seeded sample, no augmentation), in batches of
-    ``batch_size``: each batch runs in training mode with momentum ``k / (k + 1)``, so the moving averages
-    end as the mean of the batches' statistics. In training mode a BatchNorm layer normalises with the
-    batch's own statistics, so the result does not depend on the old averages. Call it while the step's
-    schedule applies (frozen layers run in inference mode in Keras 2 and keep theirs). Returns the number
-    of layers updated.
+    Uses about ``config.bn_recalibration`` un-augmented training images drawn as the training batches are
+    (class-balanced, seeded): the weights were learnt under the statistics of balanced batches, and
+    estimating them on the natural class mix instead shifts every feature (on ham10000-dev that cost 18
+    points of macro F1). Each batch runs in training mode with momentum ``k / (k + 1)``, so the moving
+    averages end as the mean of the batches' statistics; in training mode a BatchNorm layer normalises
+    with the batch's own statistics, so the result does not depend on the old averages. Call it while the
+    step's schedule applies (frozen layers run in inference mode in Keras 2 and keep theirs). Returns the
+    number of layers updated.
     """
-    from edge_derm.data.pipeline import make_dataset
+    from edge_derm.data.pipeline import AugmentConfig, make_dataset
     from edge_derm.models._tf import keras
 
-    paths, labels = data.train
-    pick = np.sort(np.random.default_rng(config.seed).permutation(len(paths))[: config.bn_recalibration])
-    ds = make_dataset([paths[i] for i in pick], labels[pick], len(data.classes), config.image_size,
-                      training=False, batch_size=min(batch_size, len(pick)), resize_mode=config.resize_mode)
+    n_classes = len(data.classes)
+    batch = batch_size or config.batch_size or n_classes * config.batch_multiple
+    n_batches = max(1, math.ceil(config.bn_recalibration / batch))
+    ds = make_dataset(data.train[0], data.train[1], n_classes, config.image_size, training=True,
+                      batch_size=batch, augment=AugmentConfig.off(), resize_mode=config.resize_mode,
+                      seed=config.seed).take(n_batches)
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
     momenta = _set_bn_momentum(model, 0.0)
     try:
@@ -502,7 +506,8 @@ def recalibrate_batchnorm(model, data: TrainingData, config: TrainConfig, batch_
             model(images, training=True)
     finally:
         _restore_bn_momentum(model, momenta)
-    _log.info("recomputed the moving averages of %d BatchNorm layers on %d training images", len(bns), len(pick))
+    _log.info("recomputed the moving averages of %d BatchNorm layers on %d class-balanced batches of %d",
+              len(bns), n_batches, batch)
     return len(bns)
 
 
