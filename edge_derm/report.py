@@ -350,6 +350,19 @@ def _metrics_blocks(doc: Doc, metrics: Mapping[str, Any], name: str, level: int 
             trows.append([g, _pct(s.get("sensitivity")), _pct(s.get("precision")), _pct(s.get("f1")),
                           s.get("support"), ", ".join(tri.get("classes", {}).get(g, []))])
         doc.table(["group", "Sens.", "Prec.", "F1", "Support", "classes"], trows, ["l", "r", "r", "r", "r", "l"])
+    cal, op = metrics.get("calibration"), metrics.get("operating_point")
+    if cal:
+        doc.h(level, "Calibration (temperature fitted on the validation split)")
+        doc.table(["", "temperature", "ECE", "NLL"],
+                  [["before", "1", _fmt(cal.get("ece_before"), 3), _fmt(cal.get("nll_before"), 3)],
+                   ["after", _fmt(cal.get("temperature"), 3), _fmt(cal.get("ece_after"), 3),
+                    _fmt(cal.get("nll_after"), 3)]])
+    if op:
+        doc.h(level, "Triage operating point (chosen on the validation split)")
+        doc.table(["refer when", "target sens.", "sensitivity", "specificity", "referred"],
+                  [[f"P({' + '.join(op.get('referral_classes') or [])}) >= {_fmt(op.get('threshold'), 3)}",
+                    _pct(op.get("target_sensitivity"), 0), _pct(op.get("sensitivity")), _pct(op.get("specificity")),
+                    _pct(op.get("referral_rate"))]])
     if metrics.get("confusion") and metrics.get("classes"):
         try:
             doc.img(f"{name}_confusion.png", plot_confusion(metrics, None), "confusion matrix (counts)")

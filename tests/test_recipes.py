@@ -234,6 +234,10 @@ def test_validation_split_is_carved_by_group_and_calibration_is_stored(tr_datase
     assert 0 <= metrics["operating_point"]["sensitivity"] <= 1
     report = (out / "report.md").read_text()
     assert "Calibration" in report and "Triage operating point" in report
+    from edge_derm.report import build_report
+
+    md = build_report(out).markdown  # the HTML/markdown report of `edge-derm report RUN`
+    assert "Calibration (temperature fitted on the validation split)" in md and "P(MM + BCC) >= " in md
 
 
 def test_validation_without_a_class_is_named(tr_datasets, tmp_path):
