@@ -359,3 +359,23 @@ def test_prior_strength_is_fitted_on_validation_macro_f1():
                     train_counts=[85, 15], prior_strength="fit")
     assert block["prior_strength"] == strength and block["prevalence"] == "dataset"
     assert block["log_prior"] == pytest.approx([strength * v for v in shift])
+
+
+def test_experiment_passes_recipe_weights_unfreeze_and_rates(tmp_path, monkeypatch, capsys):
+    from edge_derm.cli import main
+    from edge_derm.training import experiment
+
+    seen = {}
+
+    def fake(plans, out, *, params, backbones, overrides, resume, force):
+        seen.update(plans=plans, overrides=overrides)
+        return []
+
+    monkeypatch.setattr(experiment, "run_experiment", fake)
+    monkeypatch.setattr(experiment, "comparison_markdown", lambda rows: "table")
+    assert main(["-q", "experiment", "a", "o-blockwise", "--set", f"target={tmp_path}", "--out", str(tmp_path / "x"),
+                 "--recipe", "paper", "--weights", "none", "--unfreeze", "full", "--lr-head", "2e-3",
+                 "--lr-backbone", "2e-4"]) == 0
+    assert seen["plans"] == ["a", "o-blockwise"]
+    assert seen["overrides"] == {"recipe": "paper", "weights": "none", "unfreeze": "full", "lr_head": 2e-3,
+                                 "lr_backbone": 2e-4}
