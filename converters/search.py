@@ -210,8 +210,8 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
         cal = calibrated_for(name)
         if cal is None:
             continue
-        label = "every training image" if name == "all" else "calibration images"
-        cand = attempt(Recipe(f"per-channel, {cal.n} {label}", calibration=name, calibration_n=cal.n, io=io),
+        label = f"every training image ({cal.n})" if name == "all" else f"{cal.n} calibration images"
+        cand = attempt(Recipe(f"per-channel, {label}", calibration=name, calibration_n=cal.n, io=io),
                        lambda c=cal: c.quantize(per_channel=True, io=io))
         if done(cand):
             return SearchResult(cand, best, tried)
