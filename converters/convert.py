@@ -469,7 +469,10 @@ def _search(ctx: _Context, preset, io: str, extra: dict[str, Any]) -> _Made:
         qdebug.write_report(rows, ctx.tmp / "debug.int8.csv")
         return [r["tensor_name"] for r in rows]
 
-    result = search_int8(ctx.model, preset, ctx.calibration, score, bar, io, candidates)
+    from . import tflite as tfl
+
+    result = search_int8(ctx.model, preset, ctx.calibration, score, bar, io, candidates,
+                         float_model=lambda: tfl.convert(ctx.model, get_preset("fp32")))
     pick = result.chosen or result.best
     if pick is None:
         raise ConversionError("int8: no recipe could be converted; see the warnings")

@@ -7,14 +7,17 @@ images is kept (every try is recorded). "Cheap" is what the shipped file costs o
 1. full int8, per-tensor weights, the default calibration sample (smallest file);
 2. full int8, per-channel weights (TFLite's default), the default calibration sample;
 3. the same with a 4x larger class-stratified calibration sample, then every training image
-   (same file cost, only the conversion is slower);
+   (same file cost, only the conversion is slower); then, when ``ai-edge-quantizer`` is installed
+   (the ``quantizer`` extra), Google's second backend on the converted float model with its
+   static int8 recipe (``static_wi8_ai8``, default calibration sample);
 4. selective int8: the best calibration, with float layers added one at a time, each chosen
    greedily as the candidate whose float copy raises top-1 agreement most (candidates: the
    quantisation debugger's worst layers; the choice is made on the output, not the layer error);
    float input/output, some float ops, so slower than full int8;
 5. 16x8: int16 activations, int8 weights, every op (TFLite's
    ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``); integer-only but on CPU it
-   runs TFLite's reference kernels (not XNNPACK), so it is last.
+   runs TFLite's reference kernels (not XNNPACK), so it is last, with ai-edge-quantizer's a16w8
+   (``static_wi8_ai16``) after it when installed.
 
 A calibration sample is calibrated once (``_experimental_calibrate_only``) and quantised many
 times (``mlir_quantize``), exactly as TensorFlow's own quantisation debugger does.
@@ -22,6 +25,9 @@ times (``mlir_quantize``), exactly as TensorFlow's own quantisation debugger doe
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io as _io
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -53,11 +59,12 @@ class Recipe:
     float_layers: list[str] = field(default_factory=list)
     activations: str = "int8"
     io: str = "uint8"
+    backend: str = "tflite"
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "per_channel": self.per_channel, "calibration": self.calibration,
                 "calibration_n": self.calibration_n, "float_layers": list(self.float_layers),
-                "activations": self.activations, "io": self.io}
+                "activations": self.activations, "io": self.io, "backend": self.backend}
 
 
 @dataclass
@@ -124,6 +131,37 @@ def convert_16x8(model, preset: Preset, images: np.ndarray) -> bytes:
         raise ConversionError(f"16x8 conversion failed: {_one_line(exc)}") from exc
 
 
+def aeq_available() -> bool:
+    """Whether Google's ai-edge-quantizer (the ``quantizer`` extra) is installed."""
+    return importlib.util.find_spec("ai_edge_quantizer") is not None
+
+
+def convert_aeq(float_model: bytes, images: np.ndarray, recipe_name: str) -> bytes:
+    """Quantise a converted float .tflite with ai-edge-quantizer's ``recipe_name`` (e.g. ``static_wi8_ai8``).
+
+    Its progress bars and prints are captured (libraries log); failures are one-line ConversionErrors.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError as exc:
+        raise ConversionError(f"ai-edge-quantizer is not installed ({exc}); pip install 'edge-derm[quantizer]'") from None
+    sink = _io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            signatures = Interpreter(model_content=float_model).get_signature_list()
+            key = next(iter(signatures))
+            name = signatures[key]["inputs"][0]
+            qt = quantizer.Quantizer(float_model)
+            qt.load_quantization_recipe(getattr(recipe, recipe_name)())
+            calibrated = qt.calibrate({key: [{name: np.asarray(im, np.float32)[None]} for im in images]})
+            data = bytes(qt.quantize(calibrated).quantized_model)
+    except Exception as exc:  # noqa: BLE001 - a third-party backend; report one line
+        raise ConversionError(f"ai-edge-quantizer recipe {recipe_name} failed: {_one_line(exc)}") from exc
+    _log.debug("ai-edge-quantizer output: %s", sink.getvalue()[-2000:])
+    return data
+
+
 @dataclass
 class SearchResult:
     """The recipe picked (None when none reached the bar), the best tried, and every try."""
@@ -141,7 +179,8 @@ class SearchResult:
 def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.ndarray, int] | None],
                 score: Callable[[bytes], dict[str, Any]], bar: float, io: str,
                 candidates: Callable[[np.ndarray], list[str]], *, max_float_layers: int = MAX_FLOAT_LAYERS,
-                n_candidates: int = SEARCH_CANDIDATES) -> SearchResult:
+                n_candidates: int = SEARCH_CANDIDATES, float_model: Callable[[], bytes] | None = None,
+                use_aeq: bool | None = None) -> SearchResult:
     """Try int8 recipes from the cheapest upward; stop at the first whose agreement reaches ``bar``.
 
     Args:
@@ -155,7 +194,18 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
         candidates: calibration images -> float-layer candidates (tensor names), most suspect first.
         max_float_layers: the greedy search stops after this many float layers.
         n_candidates: candidates tried at each greedy step.
+        float_model: makes the converted float .tflite (ai-edge-quantizer's input).
+        use_aeq: try ai-edge-quantizer's recipes (default: when it is installed and ``float_model`` given).
     """
+    if use_aeq is None:
+        use_aeq = float_model is not None and aeq_available()
+    float_bytes: list[bytes] = []
+
+    def float_tflite() -> bytes:
+        if not float_bytes:
+            float_bytes.append(float_model())
+        return float_bytes[0]
+
     tried: list[dict[str, Any]] = []
     best: Candidate | None = None
 
@@ -217,6 +267,12 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
             return SearchResult(cand, best, tried)
         if cand is not None and cand.agreement > best_cal_agreement:
             best_cal, best_cal_agreement = name, cand.agreement
+    if use_aeq:  # the second backend, same file cost as full int8 (int8 input/output)
+        cand = attempt(Recipe(f"ai-edge-quantizer static int8, {n0} calibration images", calibration="default",
+                              calibration_n=n0, io="int8", backend="ai-edge-quantizer"),
+                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai8"))
+        if done(cand):
+            return SearchResult(cand, best, tried)
     cal = calibrated[best_cal]
     images = samples[best_cal][0]
     # Greedy selective quantisation: each step keeps the candidate layer whose float copy helps the output most.
@@ -244,4 +300,10 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
     cand = attempt(Recipe(f"16x8 (int16 activations, int8 weights), {cal.n} calibration images",
                           calibration=best_cal, calibration_n=cal.n, activations="int16", io="float32"),
                    lambda: convert_16x8(model, preset, images))
+    if done(cand):
+        return SearchResult(cand, best, tried)
+    if use_aeq:
+        cand = attempt(Recipe(f"ai-edge-quantizer a16w8, {n0} calibration images", calibration="default",
+                              calibration_n=n0, activations="int16", io="int16", backend="ai-edge-quantizer"),
+                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai16"))
     return SearchResult(cand if done(cand) else None, best, tried)

@@ -160,6 +160,11 @@ def test_search_recovers_a_collapsed_int8(collapse_run, tmp_path, capsys):
     assert names[:4] == ["per-tensor, 6 calibration images", "per-channel, 6 calibration images",
                          "per-channel, 24 calibration images", "per-channel, every training image (30)"]
     assert all(not t["passed"] and t["top1_agreement"] < 0.97 for t in search["tried"][:4])
+    from edge_derm.converters.search import aeq_available
+
+    if aeq_available():  # the second backend quantises the same weights to int8: it collapses too
+        aeq = search["tried"][4]
+        assert aeq["recipe"]["backend"] == "ai-edge-quantizer" and aeq["top1_agreement"] < 0.97
     assert search["met"] and search["tried"][-1]["passed"]
     assert meta["recipe"] == search["recipe"] and meta["recipe"]["name"].startswith("selective, 1 float layer")
     assert any("logits_conv" in layer for layer in meta["recipe"]["float_layers"])
@@ -224,3 +229,42 @@ def test_verify_data_uses_every_image(cv_run, tmp_path):
     doc = convert_run(ConvertConfig(run=cv_run, modes=["fp32"], out=tmp_path / "o", verify_data=data))
     assert doc["verification_data"]["n"] == 12 and doc["verification_data"]["split"] == "all"
     assert doc["variants"]["fp32"]["verification"]["n"] == 12
+
+
+def test_benchmark_flags_quantised_variants_slower_than_fp32():
+    from edge_derm.benchmarks.harness import flag_slower_than_fp32
+
+    def row(name, q, ms, threads=1, folder="/c"):
+        return {"model": name, "path": f"{folder}/model.{q}.tflite", "quantization": q, "device": "cpu",
+                "threads": threads, "status": "ok", "latency_median_ms": ms}
+
+    rows = [row("fp32", "fp32", 0.85), row("int8", "int8", 1.35), row("fp16", "fp16", 0.80),
+            row("fp32", "fp32", 0.50, threads=2), row("int8", "int8", 0.40, threads=2),
+            row("other int8", "int8", 9.0, folder="/elsewhere")]
+    messages = flag_slower_than_fp32(rows)
+    assert messages == ["int8 (cpu, 1 threads) is slower than fp32: 1.350 ms vs 0.850 ms median"]
+    assert rows[1]["slower_than_fp32"] is True and rows[1]["speedup_vs_fp32"] == pytest.approx(0.85 / 1.35, abs=1e-4)
+    assert rows[2]["slower_than_fp32"] is False and rows[4]["slower_than_fp32"] is False
+    assert "slower_than_fp32" not in rows[5]  # no fp32 beside it: nothing to compare
+
+
+def test_ai_edge_quantizer_backend(cv_converted, cv_dataset):
+    """Google's ai-edge-quantizer quantises the converted float model: full integer, faithful on a tiny model."""
+    pytest.importorskip("ai_edge_quantizer", reason="the 'quantizer' extra (ai-edge-quantizer) is not installed")
+    from edge_derm.converters.calibration import sample_images
+    from edge_derm.converters.search import convert_aeq
+    from edge_derm.converters.verify import fidelity
+    from edge_derm.errors import ConversionError
+    from edge_derm.runtime import inspect_tflite
+
+    fp32 = (cv_converted / "model.fp32.tflite").read_bytes()
+    cal = sample_images(cv_dataset, ["MM", "Nev", "BCC"], 32, "nearest", n=9)
+    test = sample_images(cv_dataset, ["MM", "Nev", "BCC"], 32, "nearest", n=None, splits=("test",))
+    data = convert_aeq(fp32, cal.images, "static_wi8_ai8")
+    info = inspect_tflite(data)
+    assert info.integer_op_share() == 1.0 and info.input_tensors[0].dtype == "int8"
+    ref = TFLiteModel(cv_converted / "model.fp32.tflite").predict(test.images)
+    got = TFLiteModel(cv_converted / "aeq.tflite", content=data, check_hash=False).predict(test.images)
+    assert fidelity(ref, got, ["MM", "Nev", "BCC"])["top1_agreement"] >= 0.97
+    with pytest.raises(ConversionError, match="ai-edge-quantizer recipe no_such_recipe failed"):
+        convert_aeq(fp32, cal.images, "no_such_recipe")
