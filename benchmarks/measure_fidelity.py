@@ -174,6 +174,79 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
     return rows, {"n_test": int(is_test.sum()), "n_images": int(len(y)), "fp32_macro_f1_test": ref_metrics["macro_f1"]}
 
 
+def latency_sweep(sizes: list[int], out: Path, rounds: int, runs: int) -> list[dict]:
+    """fp32 vs int8 (uint8 I/O, int8 I/O) latency of MobileNetV2 alpha 0.35 with the paper's head, random
+    weights (latency does not depend on the values), at each input size; interleaved, 1 thread."""
+    import tf_keras as keras
+
+    from edge_derm.converters import tflite as tfl
+    from edge_derm.converters.presets import get_preset
+    from edge_derm.models import build_classifier
+    from edge_derm.runtime import TFLiteModel
+
+    rows = []
+    for size in sizes:
+        folder = out / f"sweep-{size}"
+        folder.mkdir(parents=True, exist_ok=True)
+        variants = {"fp32": ("fp32", "float32"), "int8 (uint8 I/O)": ("int8", "uint8"),
+                    "int8 (int8 I/O)": ("int8", "int8"), "int8 (float I/O)": ("int8", "float32")}
+        paths = {name: folder / f"{name.replace(' ', '_').replace('/', '')}.tflite" for name in variants}
+        if not all(p.is_file() for p in paths.values()):
+            keras.utils.set_random_seed(0)
+            model = build_classifier("mobilenet_v2", 7, image_size=size, alpha=0.35, weights="none")
+            calib = np.random.default_rng(0).uniform(0, 255, (16, size, size, 3)).astype(np.float32)
+            for name, (mode, io) in variants.items():
+                if not paths[name].is_file():
+                    paths[name].write_bytes(tfl.convert(model, get_preset(mode), io, calib if mode == "int8" else None))
+                    print(f"  sweep {size} px: converted {name}", flush=True)
+        models = {name: TFLiteModel(p, num_threads=1, check_hash=False) for name, p in paths.items()}
+        image = np.random.default_rng(1).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for m in models.values():
+            m.set_input(image)
+            for _ in range(20):
+                m.invoke_raw()
+        for _ in range(rounds):
+            for name, m in models.items():
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    m.invoke_raw()
+                    times[name].append(time.perf_counter() - t0)
+        fp32 = float(np.median(times["fp32"])) * 1000
+        for name, m in models.items():
+            ms = float(np.median(times[name])) * 1000
+            rows.append({"size": size, "variant": name, "latency_ms": round(ms, 3), "vs_fp32": round(ms / fp32, 3),
+                         "size_kib": round(paths[name].stat().st_size / 1024, 1), "ops": len(m.info.ops),
+                         "edge_ops": [o.name for o in m.info.ops if o.name in ("QUANTIZE", "DEQUANTIZE")]})
+    return rows
+
+
+def sweep_table(rows: list[dict]) -> str:
+    out = "| input | variant | ms (1 thread) | x fp32 | size KiB | QUANTIZE/DEQUANTIZE ops |\n|--:|---|--:|--:|--:|--:|\n"
+    return out + "\n".join(f"| {r['size']} | {r['variant']} | {r['latency_ms']:.3f} | {r['vs_fp32']:.2f} | "
+                            f"{r['size_kib']:.0f} | {len(r['edge_ops'])} |" for r in rows) + "\n"
+
+
+def goals(rows: list[dict], sweep: list[dict]) -> dict:
+    """Issue 12's goals, met or not, for the int8 file that ``convert --min-agreement`` ships (the row
+    whose method starts with ``int8 search``) and the default int8; latency goals from the sweep."""
+    out: dict = {}
+    for key, prefix in (("search", "int8 search"), ("default", "int8 per-channel (default")):
+        r = next((r for r in rows if r["method"].startswith(prefix)), None)
+        if r is None:
+            continue
+        out[f"{key}_agreement_ge_99"] = r["top1_agreement"] >= 0.99
+        out[f"{key}_mm_bcc_changed_le_1pct"] = all(w["flip_rate"] <= 0.01 for w in r["watch"].values())
+        out[f"{key}_macro_f1_within_1pp"] = abs(r["delta_macro_f1_pp"]) <= 1.0
+    by = {(r["size"], r["variant"]): r for r in sweep}
+    if (224, "int8 (uint8 I/O)") in by:
+        out["int8_le_0.6x_fp32_at_224"] = by[(224, "int8 (uint8 I/O)")]["vs_fp32"] <= 0.6
+    sizes = sorted({r["size"] for r in sweep})
+    if sizes:
+        out["int8_never_slower_than_fp32"] = all(by[(s, "int8 (uint8 I/O)")]["vs_fp32"] <= 1.0 for s in sizes)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     head = ("| method | top-1 agreement with fp32 | MM changed | BCC changed | mean abs dp | macro F1 test (d pp) | "
             "size KiB | ms (1 thread) | x fp32 |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -199,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-qat", action="store_true")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--sweep", default="128,224", help="input sizes of the fp32/int8 latency sweep ('' for none)")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     out = args.out.resolve()
@@ -236,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         files["qat (1 epoch)"] = out / "convert-qat/model.qat.tflite"
     cpu = cpu_flags()
     rows, info = measure(files, run, data, args.rounds, args.runs)
+    sizes = [int(x) for x in args.sweep.split(",") if x.strip()]
+    sweep = latency_sweep(sizes, out, args.rounds, args.runs) if sizes else []
     verified = {}
     for stage in stages:
         doc = json.loads((out / f"convert-{stage}/model.json").read_text())
@@ -244,14 +320,17 @@ def main(argv: list[str] | None = None) -> int:
                                "recipe": v.get("recipe", {}).get("name")} for m, v in doc["variants"].items()}
     result = {"kind": "measure_fidelity", "run": str(run), "data": str(data), "image_size": args.image_size,
               "min_agreement": args.min_agreement, "rows": rows, **info, "search": search["search"],
-              "convert_verification": verified, "machine": machine(), "cpu_isa": cpu, "load_average": os.getloadavg(),
+              "goals": goals(rows, sweep), "convert_verification": verified, "latency_sweep": sweep, "machine": machine(), "cpu_isa": cpu, "load_average": os.getloadavg(),
               "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     md = (f"# int8 fidelity methods: MobileNetV2 alpha 0.35, {args.image_size} px, ham10000-dev\n\n"
           f"Fidelity against the fp32 file on all {info['n_images']} images; macro F1 on the {info['n_test']} test "
           f"images (fp32: {100 * info['fp32_macro_f1_test']:.1f} %). Latency: median of {args.rounds} x {args.runs} "
           f"interleaved invokes, 1 thread, {machine()['cpu']} ({machine()['cores_available']} cores available), "
-          f"load average {os.getloadavg()[0]:.1f}; SIMD flags: {' '.join(cpu['simd'])}.\n\n" + table(rows))
+          f"load average {os.getloadavg()[0]:.1f}; SIMD flags: {' '.join(cpu['simd'])}.\n\n" + table(rows)
+          + (f"\n## fp32 vs int8 latency by input size (MobileNetV2 alpha 0.35, random weights)\n\n" + sweep_table(sweep)
+             if sweep else "")
+          + "\n## Goals\n\n" + "".join(f"- {k}: {'met' if v else 'NOT met'}\n" for k, v in goals(rows, sweep).items()))
     (out / "fidelity.md").write_text(md)
     print(md)
     return 0

@@ -268,3 +268,25 @@ def test_ai_edge_quantizer_backend(cv_converted, cv_dataset):
     assert fidelity(ref, got, ["MM", "Nev", "BCC"])["top1_agreement"] >= 0.97
     with pytest.raises(ConversionError, match="ai-edge-quantizer recipe no_such_recipe failed"):
         convert_aeq(fp32, cal.images, "no_such_recipe")
+
+
+def test_measure_fidelity_goals():
+    from edge_derm.benchmarks import measure_fidelity as mf
+
+    def row(method, agreement, mm, bcc, df1):
+        return {"method": method, "top1_agreement": agreement, "delta_macro_f1_pp": df1,
+                "watch": {"MM": {"flip_rate": mm}, "BCC": {"flip_rate": bcc}}}
+
+    rows = [row("fp32", 1.0, 0, 0, 0), row("int8 per-channel (default, uint8 I/O)", 0.905, 0.146, 0.098, -0.2),
+            row("int8 search >= 0.99: selective", 0.99, 0.01, 0.011, -1.0)]
+    sweep = [{"size": 128, "variant": "int8 (uint8 I/O)", "vs_fp32": 1.4},
+             {"size": 224, "variant": "int8 (uint8 I/O)", "vs_fp32": 0.6}]
+    g = mf.goals(rows, sweep)
+    assert g["search_agreement_ge_99"] is True and g["default_agreement_ge_99"] is False
+    assert g["search_mm_bcc_changed_le_1pct"] is False  # BCC 1.1 % > 1 %
+    assert g["search_macro_f1_within_1pp"] is True  # exactly 1 pp is within
+    assert g["int8_le_0.6x_fp32_at_224"] is True and g["int8_never_slower_than_fp32"] is False
+    assert "| fp32 | 100.00 % (" in mf.table([{**rows[0], "flips": 0, "mean_abs_diff": 0.0, "macro_f1_test": 0.4,
+                                                "size_kib": 1.0, "latency_ms": 1.0, "latency_vs_fp32": 1.0,
+                                                "watch": {"MM": {"flipped": 0, "n": 3, "flip_rate": 0.0},
+                                                          "BCC": {"flipped": 0, "n": 2, "flip_rate": 0.0}}}])
