@@ -138,6 +138,8 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
         print(f"  scored {name} on {len(sample.images)} images", flush=True)
     ref = probs["fp32"]
     y = sample.labels
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]  # how far each fp32 decision is from a tie
     ref_metrics = compute_metrics(y[is_test], ref[is_test], classes, triage=triage)
     # Latency: interleaved rounds, 1 thread, median of all timed invokes per file.
     image = np.asarray(sample.images[:1], dtype=np.float32)
@@ -170,8 +172,12 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
             "input_dtype": models[name].input_details["dtype"].__name__,
             "float_ops": sorted(set(models[name].info.float_ops())),
             "n_ops": len(models[name].info.ops),
+            "flips_by_fp32_margin": {f"<{t}": int(((probs[name].argmax(1) != ref.argmax(1)) & (margin < t)).sum())
+                                     for t in (0.05, 0.1, 0.2)},
         })
-    return rows, {"n_test": int(is_test.sum()), "n_images": int(len(y)), "fp32_macro_f1_test": ref_metrics["macro_f1"]}
+    return rows, {"n_test": int(is_test.sum()), "n_images": int(len(y)), "fp32_macro_f1_test": ref_metrics["macro_f1"],
+                  "fp32_margin_share": {f"<{t}": round(float((margin < t).mean()), 4) for t in (0.05, 0.1, 0.2)},
+                  "fp32_margin_median": round(float(np.median(margin)), 4)}
 
 
 def latency_sweep(sizes: list[int], out: Path, rounds: int, runs: int) -> list[dict]:
@@ -244,6 +250,22 @@ def goals(rows: list[dict], sweep: list[dict]) -> dict:
     sizes = sorted({r["size"] for r in sweep})
     if sizes:
         out["int8_never_slower_than_fp32"] = all(by[(s, "int8 (uint8 I/O)")]["vs_fp32"] <= 1.0 for s in sizes)
+    return out
+
+
+def search_table(search: dict) -> str:
+    """Every recipe ``convert --min-agreement`` tried, in order (agreement with the Keras model)."""
+    out = ("| # | recipe | float layers | top-1 agreement with Keras | MM / BCC changed | size KiB |\n"
+           "|--:|---|---|--:|--:|--:|\n")
+    for i, t in enumerate(search["tried"], 1):
+        r = t["recipe"]
+        layers = ", ".join(x.split(";")[0].split("/")[1] if "/" in x else x for x in r.get("float_layers", [])) or "-"
+        if "error" in t:
+            out += f"| {i} | {r['name']} | {layers} | error: {t['error'][:80]} | | |\n"
+            continue
+        w = t.get("watch_flips", {})
+        out += (f"| {i} | {r['name']} | {layers} | {100 * t['top1_agreement']:.2f} % | {w.get('MM', '-')} / "
+                f"{w.get('BCC', '-')} | {t['size_bytes'] / 1024:.0f} |\n")
     return out
 
 
@@ -325,10 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     md = (f"# int8 fidelity methods: MobileNetV2 alpha 0.35, {args.image_size} px, ham10000-dev\n\n"
           f"Fidelity against the fp32 file on all {info['n_images']} images; macro F1 on the {info['n_test']} test "
-          f"images (fp32: {100 * info['fp32_macro_f1_test']:.1f} %). Latency: median of {args.rounds} x {args.runs} "
-          f"interleaved invokes, 1 thread, {machine()['cpu']} ({machine()['cores_available']} cores available), "
+          f"images (fp32: {100 * info['fp32_macro_f1_test']:.1f} %); "
+          f"fp32 top-1 margin (p1 - p2): median {info['fp32_margin_median']}, share of images below 0.05 / 0.1 / 0.2: "
+          f"{' / '.join(f'{100 * v:.1f} %' for v in info['fp32_margin_share'].values())}. Latency: median of "
+          f"{args.rounds} x {args.runs} interleaved invokes, 1 thread, {machine()['cpu']} "
+          f"({machine()['cores_available']} cores available), "
           f"load average {os.getloadavg()[0]:.1f}; SIMD flags: {' '.join(cpu['simd'])}.\n\n" + table(rows)
-          + (f"\n## fp32 vs int8 latency by input size (MobileNetV2 alpha 0.35, random weights)\n\n" + sweep_table(sweep)
+          + f"\n## The recipes `convert --min-agreement {args.min_agreement}` tried (bar met: {search['search']['met']})\n\n"
+          + search_table(search["search"])
+          + ("\n## fp32 vs int8 latency by input size (MobileNetV2 alpha 0.35, random weights)\n\n" + sweep_table(sweep)
              if sweep else "")
           + "\n## Goals\n\n" + "".join(f"- {k}: {'met' if v else 'NOT met'}\n" for k, v in goals(rows, sweep).items()))
     (out / "fidelity.md").write_text(md)

@@ -38,7 +38,7 @@ from edge_derm.errors import ConversionError
 from edge_derm.progress import task
 
 from .presets import Preset
-from .tflite import make_converter, representative_dataset
+from .tflite import make_converter
 
 _log = logging.getLogger(__name__)
 
