@@ -456,7 +456,7 @@ def _make(ctx: _Context, mode: str) -> _Made:
 
 
 def _search(ctx: _Context, preset, io: str, extra: dict[str, Any]) -> _Made:
-    from .search import search_int8
+    from . import search
 
     cfg = ctx.cfg
     bar = max(preset.tolerance.min_top1_agreement, cfg.min_agreement or 0.0)
@@ -471,8 +471,9 @@ def _search(ctx: _Context, preset, io: str, extra: dict[str, Any]) -> _Made:
 
     from . import tflite as tfl
 
-    result = search_int8(ctx.model, preset, ctx.calibration, score, bar, io, candidates,
-                         float_model=lambda: tfl.convert(ctx.model, get_preset("fp32")))
+    result = search.search_int8(ctx.model, preset, ctx.calibration, score, bar, io, candidates,
+                                float_model=lambda: tfl.convert(ctx.model, get_preset("fp32")),
+                                max_float_layers=search.MAX_FLOAT_LAYERS, n_candidates=search.SEARCH_CANDIDATES)
     pick = result.chosen or result.best
     if pick is None:
         raise ConversionError("int8: no recipe could be converted; see the warnings")

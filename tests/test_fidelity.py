@@ -173,7 +173,7 @@ def test_search_recovers_a_collapsed_int8(collapse_run, tmp_path, capsys):
     assert "met by selective" in captured.out
 
 
-def test_search_records_the_best_when_the_bar_is_not_met(cv_run, tmp_path):
+def test_search_stops_at_the_cheapest_recipe_that_meets_the_bar(cv_run, tmp_path):
     """A bar of 1.0 on a model whose int8 is already exact is met by the cheapest recipe."""
     from edge_derm.converters.convert import ConvertConfig, convert_run
 
@@ -290,3 +290,22 @@ def test_measure_fidelity_goals():
                                                 "size_kib": 1.0, "latency_ms": 1.0, "latency_vs_fp32": 1.0,
                                                 "watch": {"MM": {"flipped": 0, "n": 3, "flip_rate": 0.0},
                                                           "BCC": {"flipped": 0, "n": 2, "flip_rate": 0.0}}}])
+
+
+def test_search_that_misses_the_bar_keeps_the_best_only_when_asked(collapse_run, tmp_path, monkeypatch):
+    """Without float layers nothing recovers this model (16x8 and ai-edge-quantizer keep int8 weights):
+    the bar is reported as missed, the best recipe is recorded, and the file is written only with keep_failed."""
+    from edge_derm.converters import search
+    from edge_derm.converters.convert import ConvertConfig, convert_run
+
+    monkeypatch.setattr(search, "MAX_FLOAT_LAYERS", 0)
+    doc = convert_run(ConvertConfig(run=collapse_run, modes=["int8"], out=tmp_path / "o", min_agreement=0.99,
+                                    calibration_size=6, keep_failed=True))
+    meta = doc["variants"]["int8"]
+    tried = meta["search"]["tried"]
+    assert not meta["search"]["met"] and doc["failed"] == ["int8"]
+    assert not any(t["recipe"]["float_layers"] for t in tried)
+    assert any(t["recipe"]["activations"] == "int16" for t in tried)  # 16x8 was tried
+    best = max(t["top1_agreement"] for t in tried if "top1_agreement" in t)
+    assert meta["verification"]["top1_agreement"] == pytest.approx(best, abs=1e-6)
+    assert meta["verification"]["passed"] is False and (tmp_path / "o" / "model.int8.tflite").is_file()
