@@ -86,6 +86,7 @@ class BenchmarkResult:
     config: BenchmarkConfig
     gate_failures: list[str] = field(default_factory=list)
     devices: list[dict[str, Any]] = field(default_factory=list)
+    latency_warnings: list[str] = field(default_factory=list)
 
 
 # -- the set of models -------------------------------------------------------------------------
@@ -339,7 +340,31 @@ def run_benchmark(config: BenchmarkConfig, data: EvalSet | None = None) -> Bench
         row["unreadable_images"] = unreadable
         row["data"] = data.source if data is not None else None
     failures = check_gates(rows, config.gates, data.classes) if config.gates and data is not None else []
-    return BenchmarkResult(rows, config, failures, devices)
+    return BenchmarkResult(rows, config, failures, devices, flag_slower_than_fp32(rows))
+
+
+def flag_slower_than_fp32(rows: list[dict[str, Any]]) -> list[str]:
+    """Mark each quantised row timed slower than its fp32 (same folder, device and threads).
+
+    Sets ``speedup_vs_fp32`` (fp32 median / this median) and ``slower_than_fp32`` on every quantised
+    row that has an fp32 partner, and returns one message per slower row: quantisation is meant to
+    buy speed, so a slower variant is worth knowing about (small inputs, ops outside XNNPACK).
+    """
+    timed = [r for r in rows if r.get("status") == OK and r.get("latency_median_ms")]
+    fp32 = {(str(Path(r["path"]).parent), r["device"], r["threads"]): r for r in timed if r["quantization"] == "fp32"}
+    messages = []
+    for r in timed:
+        if r["quantization"] == "fp32":
+            continue
+        ref = fp32.get((str(Path(r["path"]).parent), r["device"], r["threads"]))
+        if ref is None:
+            continue
+        r["speedup_vs_fp32"] = round(ref["latency_median_ms"] / r["latency_median_ms"], 4)
+        r["slower_than_fp32"] = r["latency_median_ms"] > ref["latency_median_ms"]
+        if r["slower_than_fp32"]:
+            messages.append(f"{r['model']} ({r['device']}, {r['threads']} threads) is slower than {ref['model']}: "
+                            f"{r['latency_median_ms']:.3f} ms vs {ref['latency_median_ms']:.3f} ms median")
+    return messages
 
 
 def _base_row(e: ModelEntry, device: str, threads: int, acc: dict[str, Any]) -> dict[str, Any]:

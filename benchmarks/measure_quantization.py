@@ -145,7 +145,12 @@ def evaluate(run: Path, convert_dir: Path, modes: list[str], extra: dict[str, Pa
             rows.append({"model": name, "status": "missing"})
             continue
         model = TFLiteModel(path)
-        passed = model.metadata.get("verification", {}).get("passed")
+        # The verification results are in the model.json beside the file (they describe the written file).
+        doc_path = path.parent / "model.json"
+        doc = json.loads(doc_path.read_text()) if doc_path.is_file() else {}
+        record = next((v for q, v in (doc.get("variants") or {}).items()
+                       if v.get("file", f"model.{q}.tflite") == path.name), model.metadata)
+        passed = (record.get("verification") or {}).get("passed")
         rows.append(row(name, model.predict(images), path.stat().st_size,
                         "verified" if passed else "FAILED verification"))
     add_deltas(rows, relative)

@@ -21,7 +21,8 @@ _log = logging.getLogger(__name__)
 BASE_COLUMNS = ("model", "quantization", "format", "device", "threads", "status", "reason", "size_mb",
                 "input_size", "accuracy", "macro_f1", "weighted_f1", "delta_accuracy", "delta_macro_f1",
                 "delta_weighted_f1", "disagreement", "reference", "accuracy_source", "latency_median_ms",
-                "latency_p90_ms", "latency_min_ms", "latency_mean_ms", "images_per_s", "peak_memory_mb",
+                "latency_p90_ms", "latency_min_ms", "latency_mean_ms", "images_per_s", "speedup_vs_fp32",
+                "slower_than_fp32", "peak_memory_mb",
                 "delegate", "cpu_mask", "device_model", "soc", "android", "thermal_before", "thermal_after",
                 "unreadable_images", "path")
 CLASS_METRICS = ("sensitivity", "precision", "f1")
@@ -66,6 +67,7 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
 def results_json(result: BenchmarkResult) -> dict[str, Any]:
     return {"kind": "benchmark", "format_version": 1, "rows": result.rows, "config": result.config.as_dict(),
             "devices": result.devices, "gates": {"passed": not result.gate_failures, "failures": result.gate_failures},
+            "latency_warnings": result.latency_warnings,
             "versions": provenance.versions()}
 
 

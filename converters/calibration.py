@@ -81,7 +81,8 @@ def stratified_indices(labels: Sequence, n: int, seed: int = 0) -> np.ndarray:
 
 
 def sample_images(dataset_dir: str | Path, classes: Sequence[str], image_size: int, resize_mode: str, *,
-                  n: int, seed: int = 0, splits: Sequence[str] = ("train",), purpose: str = "calibration") -> ImageSample:
+                  n: int | None, seed: int = 0, splits: Sequence[str] = ("train",), purpose: str = "calibration",
+                  compact: bool = False) -> ImageSample:
     """Load a stratified sample of a dataset folder, preprocessed for the model.
 
     Args:
@@ -89,10 +90,13 @@ def sample_images(dataset_dir: str | Path, classes: Sequence[str], image_size: i
         classes: the model's classes, in output order.
         image_size: model input size.
         resize_mode: ``nearest`` or ``pad``.
-        n: sample size.
+        n: sample size; None for every image of the split.
         seed: sampling seed.
-        splits: splits to try in order; the first that has images is used (``all`` = every record).
+        splits: splits to try in order; the first that has images is used (``all`` = every record,
+            ``val+test`` = the union of those splits).
         purpose: for messages.
+        compact: keep the images as uint8 when that loses nothing (whole pixel values), a quarter of
+            the memory, for the large fidelity sets.
 
     Raises:
         ConversionError: no usable image.
@@ -100,7 +104,10 @@ def sample_images(dataset_dir: str | Path, classes: Sequence[str], image_size: i
     manifest = Manifest.load(dataset_dir)
     records, split = [], ""
     for split in splits:
-        records = manifest.records if split == "all" else manifest.subset(split)
+        if split == "all":
+            records = manifest.records
+        else:
+            records = [r for part in split.split("+") for r in manifest.subset(part)]
         if records:
             break
     if not records:
@@ -108,7 +115,7 @@ def sample_images(dataset_dir: str | Path, classes: Sequence[str], image_size: i
                               "pass --calibration DIR with a dataset that has images")
     index = {c: i for i, c in enumerate(classes)}
     rec_labels = [r.label for r in records]
-    chosen = stratified_indices(rec_labels, n, seed)
+    chosen = stratified_indices(rec_labels, len(rec_labels) if n is None else n, seed)
     images, labels, skipped = [], [], []
     for i in track(chosen.tolist(), f"loading {purpose} images"):
         rec = records[i]
@@ -126,5 +133,11 @@ def sample_images(dataset_dir: str | Path, classes: Sequence[str], image_size: i
     missing = [c for i, c in enumerate(classes) if not (labels_arr == i).any()]
     if missing:
         _log.warning("%s data from %s has no image of: %s", purpose, manifest.dir, ", ".join(missing))
-    return ImageSample(np.stack(images).astype(np.float32), labels_arr, list(classes), str(manifest.dir),
+    stacked = np.stack(images)
+    if compact and all(np.array_equal(im, np.rint(im)) for im in images) and stacked.min() >= 0 \
+            and stacked.max() <= 255:
+        stacked = stacked.astype(np.uint8)
+    else:
+        stacked = stacked.astype(np.float32)
+    return ImageSample(stacked, labels_arr, list(classes), str(manifest.dir),
                        manifest.hash, split, missing, skipped)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from edge_derm.errors import ConversionError
 from edge_derm.runtime import FILE_IDENTIFIER, METADATA_NAME, ModelInfo
@@ -46,13 +46,16 @@ def tensor_io(info: ModelInfo) -> tuple[dict[str, Any], dict[str, Any]]:
     return describe(info.input_tensors[0]), describe(info.output_tensors[0])
 
 
-def build_metadata(*, run_config: dict[str, Any], run_dir: str, quantization: str, info: ModelInfo,
-                   verification: dict[str, Any], config_hash: str, versions: dict[str, str],
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The flat metadata document of docs/ARCHITECTURE.md ("Convert folder")."""
+def build_metadata(*, run_config: dict[str, Any], run_dir: str, quantization: str,
+                   io: tuple[dict[str, Any], dict[str, Any]], verification: dict[str, Any], config_hash: str,
+                   versions: dict[str, str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The flat metadata document of docs/ARCHITECTURE.md ("Convert folder").
+
+    ``io`` is the (input, output) description of :func:`tensor_io` / :func:`embed_metadata`.
+    """
     classes = list(run_config["classes"])
     descriptions, triage = taxonomy_info(run_config.get("taxonomy"), classes)
-    tin, tout = tensor_io(info)
+    tin, tout = io
     size = int(run_config["image_size"])
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -91,8 +94,35 @@ def _output_calibration(block: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: block.get(k) for k in keys}
 
 
+def _object_io(obj: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`tensor_io` from the schema's object API (the model being embedded into)."""
+    from edge_derm.runtime import TENSOR_TYPES
+
+    sg = obj.subgraphs[0]
+
+    def describe(index: int) -> dict[str, Any]:
+        t = sg.tensors[int(index)]
+        q = t.quantization
+        scale = list(q.scale) if q is not None and q.scale is not None else []
+        zp = list(q.zeroPoint) if q is not None and q.zeroPoint is not None else []
+        return {"dtype": TENSOR_TYPES.get(int(t.type), "unknown"), "scale": float(scale[0]) if scale else 0.0,
+                "zero_point": int(zp[0]) if zp else 0, "shape": [int(d) for d in t.shape]}
+
+    return describe(sg.inputs[0]), describe(sg.outputs[0])
+
+
 def embed_metadata(model: bytes, meta: dict[str, Any], name: str = METADATA_NAME) -> bytes:
     """Return ``model`` with ``meta`` (JSON, UTF-8) embedded as the named metadata buffer."""
+    return embed_built_metadata(model, meta, name)[0]
+
+
+def embed_built_metadata(model: bytes, meta: dict[str, Any] | Callable[[tuple[dict, dict]], dict[str, Any]],
+                         name: str = METADATA_NAME) -> tuple[bytes, dict[str, Any]]:
+    """Return ``model`` with the metadata embedded as the named buffer, and the metadata.
+
+    ``meta`` is the document, or a function of the model's (input, output) description that makes
+    it, so that the converted model is read once: here, where it is unpacked to be packed again.
+    """
     import flatbuffers
     import numpy as np
 
@@ -101,11 +131,14 @@ def embed_metadata(model: bytes, meta: dict[str, Any], name: str = METADATA_NAME
     except ImportError:  # pragma: no cover - ai-edge-litert is a dependency
         from tensorflow.lite.python import schema_py_generated as schema
 
-    blob = json.dumps(meta, sort_keys=False, ensure_ascii=False).encode("utf-8")
     try:
         obj = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+        io = _object_io(obj)
     except Exception as exc:  # noqa: BLE001 - the generated code raises assorted errors on bad input
         raise ConversionError(f"cannot read the converted model to embed metadata ({exc})") from exc
+    if callable(meta):
+        meta = meta(io)
+    blob = json.dumps(meta, sort_keys=False, ensure_ascii=False).encode("utf-8")
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(blob, dtype=np.uint8)
     obj.buffers = list(obj.buffers or []) + [buffer]
@@ -115,7 +148,7 @@ def embed_metadata(model: bytes, meta: dict[str, Any], name: str = METADATA_NAME
     obj.metadata = [m for m in (obj.metadata or []) if _name(m.name) != name] + [entry]
     builder = flatbuffers.Builder(len(model) + len(blob) + 4096)
     builder.Finish(obj.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    return bytes(builder.Output()), meta
 
 
 def _name(value: Any) -> str:

@@ -14,23 +14,28 @@ IO_TYPES = ("uint8", "int8", "float32")  # the first is the integer presets' def
 
 @dataclass(frozen=True)
 class Tolerance:
-    """What verification accepts, against the Keras model on the fixed evaluation batch.
+    """What verification accepts, against the reference model on every fidelity image.
 
     Attributes:
-        min_top1_agreement: smallest share of images whose top-1 class matches the Keras model.
-        max_abs_diff: largest absolute probability difference on any image and class.
+        min_top1_agreement: smallest share of images whose top-1 class matches the reference model.
+        max_watch_flip_rate: largest share of the images the reference calls a watched class
+            (melanoma, BCC) whose top-1 class changes, for each watched class separately.
         mean_abs_diff: largest mean absolute probability difference.
+        max_abs_diff: largest absolute probability difference on any image and class; None when it is
+            reported but not a bar (over thousands of images it is set by the one nearest a tie).
         min_integer_op_share: smallest share of compute ops that must run in integer.
     """
 
     min_top1_agreement: float
-    max_abs_diff: float
+    max_watch_flip_rate: float
     mean_abs_diff: float
+    max_abs_diff: float | None = None
     min_integer_op_share: float = 0.0
 
-    def as_dict(self) -> dict[str, float]:
-        return {"min_top1_agreement": self.min_top1_agreement, "max_abs_diff": self.max_abs_diff,
-                "mean_abs_diff": self.mean_abs_diff, "min_integer_op_share": self.min_integer_op_share}
+    def as_dict(self) -> dict[str, float | None]:
+        return {"min_top1_agreement": self.min_top1_agreement, "max_watch_flip_rate": self.max_watch_flip_rate,
+                "mean_abs_diff": self.mean_abs_diff, "max_abs_diff": self.max_abs_diff,
+                "min_integer_op_share": self.min_integer_op_share}
 
 
 @dataclass(frozen=True)
@@ -56,28 +61,30 @@ class Preset:
     tolerance: Tolerance
 
 
-# Tolerances catch broken conversions, not rounding noise: fp32 must be numerically the Keras
-# model; fp16 rounds weights to 11 significant bits (a barely trained 64 px MobileNetV2 already
-# moves a probability by 0.05 and flips near-ties); dynamic-range quantises weights only; int8
-# and qat quantise activations too, so top-1 agreement is their main bar. Accuracy itself is
-# measured on the whole test set by the benchmark, not here. qat is compared with its own
-# quantisation-aware Keras model (the conversion's source). max_abs_diff is the largest of
-# 64 images x C classes, so it is set by the one image nearest a tie: on the fine-tuned 224 px
-# MobileNetV2 alpha 0.35 of benchmarks/results/quantization.md, fp16 (top-1 agreement 98 %, mean
-# difference 0.005) reached 0.106 and int8 (agreement 92 %, mean 0.025) 0.618, so the bounds
-# below (0.2, 0.75) only catch broken conversions; agreement and the mean are the main bars.
+# Tolerances are fidelity bars, measured on every image the run holds out (validation + test, or
+# --verify-data; labels are not needed). fp32 must be numerically the Keras model. fp16 rounds
+# weights to 11 significant bits: it may flip only near-ties (99.5 %). dynamic, int8 and qat must
+# keep 97 % of top-1 decisions and, for each watched class (melanoma and BCC: the ones a flip
+# makes dangerous), change at most 3 % of the images the reference assigns to it (fp16: 0.5 %).
+# ``convert --min-agreement`` raises the int8 bar. qat is compared with its own quantisation-aware
+# Keras model (the conversion's source). The mean |dp| bar catches a broken conversion whose top-1
+# survives; max |dp| over thousands of images is one near-tie image, so it is reported, not a bar
+# (fp32 keeps it: any difference there is a bug).
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("fp32", "float32, no quantisation (the reference)", False, False, False, ("float32",),
-           Tolerance(0.99, 1e-3, 1e-4)),
+           Tolerance(0.999, 0.0, 1e-4, max_abs_diff=1e-3)),
     Preset("fp16", "float16 weights, float32 compute on CPU (half the size)", False, False, False, ("float32",),
-           Tolerance(0.95, 0.2, 0.01)),
+           Tolerance(0.995, 0.005, 0.01)),
     Preset("dynamic", "dynamic-range: int8 weights, float activations", False, False, False, ("float32",),
-           Tolerance(0.85, 0.3, 0.04)),
+           Tolerance(0.97, 0.03, 0.04)),
     Preset("int8", "full-integer post-training quantisation (calibrated)", True, False, True, IO_TYPES,
-           Tolerance(0.80, 0.75, 0.08, min_integer_op_share=1.0)),
+           Tolerance(0.97, 0.03, 0.08, min_integer_op_share=1.0)),
     Preset("qat", "quantisation-aware fine-tuning, then full-integer conversion", True, True, True, IO_TYPES,
-           Tolerance(0.80, 0.75, 0.08, min_integer_op_share=1.0)),
+           Tolerance(0.97, 0.03, 0.08, min_integer_op_share=1.0)),
 )}
+
+#: Classes whose flips verification bounds separately (when the model has them).
+WATCH_CLASSES: tuple[str, ...] = ("MM", "BCC")
 
 MODES: tuple[str, ...] = tuple(PRESETS)
 

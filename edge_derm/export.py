@@ -149,16 +149,28 @@ def resolve_model(source: Path, variant: str | None = None) -> tuple[Path, str |
 
 
 def load_metadata(model: Path, convert_dir: Path | None, variant: str | None) -> dict[str, Any]:
-    """The embedded metadata, else the convert folder's entry for ``variant``; checked for the app."""
+    """The model's record in the ``model.json`` beside it (with its verification results and SHA-256),
+    else its embedded metadata; checked for the app."""
     from edge_derm import runtime
 
-    meta = runtime.read_metadata(model)
-    if meta is None and convert_dir is not None and (convert_dir / "model.json").is_file():
+    model = Path(model)
+    meta = None
+    doc_path = (convert_dir or model.parent) / "model.json"
+    if doc_path.is_file():
         try:
-            doc = read_json(convert_dir / "model.json")
+            doc = read_json(doc_path)
         except ValueError as exc:
-            raise ModelError(f"{convert_dir / 'model.json'}: invalid JSON ({exc}); convert again") from None
-        meta = (doc.get("variants") or {}).get(variant) if isinstance(doc, dict) else None
+            raise ModelError(f"{doc_path}: invalid JSON ({exc}); convert again") from None
+        if isinstance(doc, dict) and doc.get("kind") == "convert":
+            meta = next((dict(v) for q, v in (doc.get("variants") or {}).items() if isinstance(v, dict)
+                         and v.get("file", f"model.{q}.tflite") == model.name), None)
+    if meta is None:
+        meta = runtime.read_metadata(model)
+    if meta and meta.get("sha256"):
+        actual = runtime.sha256_bytes(model.read_bytes())
+        if actual != meta["sha256"]:
+            raise ModelError(f"{model}: SHA-256 differs from the one {doc_path} recorded at conversion; "
+                             "the file was changed or damaged, convert again")
     return check_metadata(meta, str(model))
 
 
@@ -363,7 +375,8 @@ def export_android(model: Path, app: Path = Path("android_demo"), *, variant: st
     try:
         shutil.copyfile(path, tmp / MODEL_ASSET)
         (tmp / LABELS_ASSET).write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
-        write_json(tmp / METADATA_ASSET, meta)
+        # The app's model.json describes the asset beside it (same bytes, so the same SHA-256).
+        write_json(tmp / METADATA_ASSET, {**meta, "file": MODEL_ASSET} if "file" in meta else meta)
         test_dir = tmp / "test"
         written = write_samples(chosen, test_dir / SAMPLES_DIR) if chosen else []
         if chosen and not written:

@@ -10,10 +10,15 @@ that the model's ``metadata`` table names ``edge_derm_metadata``. To read it fro
 language: open the TFLite flatbuffer (schema.fbs), find the ``Model.metadata`` entry with that
 name, take ``Model.buffers[entry.buffer].data`` (or ``offset``/``size`` for buffers stored after
 the flatbuffer) and parse it as JSON. :func:`read_metadata` does exactly that.
+
+When a convert folder's ``model.json`` sits beside the model, it records the SHA-256 of every file
+it verified; :class:`TFLiteModel` refuses a file whose bytes no longer match (a damaged copy, or a
+file swapped after verification), so what runs is what was verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import struct
@@ -256,19 +261,20 @@ def _parse(buf: bytes) -> ModelInfo:
     return ModelInfo(r.n, version, tensors_all, sg_inputs, sg_outputs, ops, metadata, len(subgraphs))
 
 
-def inspect_tflite(model: str | Path | bytes) -> ModelInfo:
-    """Parse a .tflite file (path or bytes) with bounds checks; ModelError when it is not a sound model."""
-    label = "model" if isinstance(model, (bytes, bytearray)) else str(model)
+def _read_model(model: str | Path | bytes) -> tuple[bytes, str]:
+    """The file's bytes and a label for messages."""
     if isinstance(model, (bytes, bytearray)):
-        buf = bytes(model)
-    else:
-        path = Path(model)
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
-        try:
-            buf = path.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"{path}: cannot read ({exc.strerror})") from exc
+        return bytes(model), "model"
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _inspect_bytes(buf: bytes, label: str) -> ModelInfo:
     try:
         return _parse(buf)
     except (_Corrupt, struct.error, IndexError, OverflowError, ValueError) as exc:
@@ -276,25 +282,68 @@ def inspect_tflite(model: str | Path | bytes) -> ModelInfo:
                          "convert it again") from None
 
 
+def inspect_tflite(model: str | Path | bytes) -> ModelInfo:
+    """Parse a .tflite file (path or bytes) with bounds checks; ModelError when it is not a sound model."""
+    buf, label = _read_model(model)
+    return _inspect_bytes(buf, label)
+
+
 def validate_tflite(path: str | Path) -> ModelInfo:
     """Check a .tflite file before any interpreter touches it; raises ModelError if it is unsound."""
     return inspect_tflite(path)
 
 
-def read_metadata(path: str | Path | bytes) -> dict | None:
-    """The embedded ``edge_derm_metadata`` JSON, or None when the model has none."""
-    info = inspect_tflite(path)
+def _decode_metadata(info: ModelInfo, label: str) -> dict | None:
     raw = info.metadata.get(METADATA_NAME)
     if raw is None:
         return None
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"{path if not isinstance(path, bytes) else 'model'}: the embedded "
-                         f"{METADATA_NAME} is not valid JSON ({exc}); convert the model again") from None
+        raise ModelError(f"{label}: the embedded {METADATA_NAME} is not valid JSON ({exc}); "
+                         "convert the model again") from None
     if not isinstance(meta, dict):
-        raise ModelError(f"the embedded {METADATA_NAME} is not a JSON object; convert the model again")
+        raise ModelError(f"{label}: the embedded {METADATA_NAME} is not a JSON object; convert the model again")
     return meta
+
+
+def read_metadata(path: str | Path | bytes) -> dict | None:
+    """The embedded ``edge_derm_metadata`` JSON, or None when the model has none."""
+    buf, label = _read_model(path)
+    return _decode_metadata(_inspect_bytes(buf, label), label)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data`` (what ``model.json`` records for each file)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def recorded_sha256(path: str | Path) -> str | None:
+    """The SHA-256 that the ``model.json`` beside ``path`` records for it; None when nothing is recorded.
+
+    ``model.json`` is either a convert folder's document (``variants``, each with ``file`` and
+    ``sha256``) or the flat metadata of one model (``edge-derm export android``), which applies when its
+    ``file`` names this file.
+
+    Raises:
+        ModelError: ``model.json`` is there but is not valid JSON.
+    """
+    path = Path(path)
+    doc_path = path.parent / "model.json"
+    if not doc_path.is_file():
+        return None
+    try:
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(f"{doc_path} beside the model is not readable JSON ({exc}); convert again or remove it") from None
+    if not isinstance(doc, dict):
+        return None
+    if doc.get("kind") == "convert":
+        for q, meta in (doc.get("variants") or {}).items():
+            if isinstance(meta, dict) and meta.get("file", f"model.{q}.tflite") == path.name:
+                return meta.get("sha256")
+        return None
+    return doc.get("sha256") if doc.get("file") == path.name else None
 
 
 def _interpreter_class():
@@ -338,11 +387,21 @@ class TFLiteModel:
             beside the model, else ``class_<i>``.
     """
 
-    def __init__(self, path: str | Path, num_threads: int | None = None, labels: Sequence[str] | None = None):
+    def __init__(self, path: str | Path, num_threads: int | None = None, labels: Sequence[str] | None = None, *,
+                 content: bytes | None = None, check_hash: bool = True):
         self.path = Path(path)
-        self.info = validate_tflite(self.path)
-        meta_raw = self.info.metadata.get(METADATA_NAME)
-        self.metadata: dict = read_metadata(self.path) if meta_raw is not None else {}
+        # The file is read and parsed once; the interpreter runs these same bytes, so the
+        # checks below (hash, structure, metadata) are about exactly what runs.
+        self.content, label = (bytes(content), str(self.path)) if content is not None else _read_model(self.path)
+        self.sha256 = sha256_bytes(self.content)
+        if check_hash:
+            expected = recorded_sha256(self.path)
+            if expected and expected != self.sha256:
+                raise ModelError(f"{self.path}: SHA-256 {self.sha256[:12]}... differs from the {expected[:12]}... that "
+                                 f"{self.path.parent / 'model.json'} recorded at conversion; the file was changed or "
+                                 "damaged, convert again")
+        self.info = _inspect_bytes(self.content, label)
+        self.metadata: dict = _decode_metadata(self.info, label) or {}
         if len(self.info.inputs) != 1 or len(self.info.outputs) != 1:
             raise ModelError(f"{self.path}: expected one image input and one output, found "
                              f"{len(self.info.inputs)} and {len(self.info.outputs)}")
@@ -350,7 +409,7 @@ class TFLiteModel:
         if len(tin.shape) != 4 or tin.shape[3] != 3 or tin.shape[1] != tin.shape[2]:
             raise ModelError(f"{self.path}: input shape {tin.shape} is not a square RGB image batch")
         try:
-            self.interpreter = _interpreter_class()(model_path=str(self.path), num_threads=num_threads)
+            self.interpreter = _interpreter_class()(model_content=self.content, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: the interpreter cannot load it ({exc})") from None

@@ -279,3 +279,64 @@ def android_app(tmp_path) -> Path:
     (app / "app/src/main").mkdir(parents=True)
     shutil.copyfile(REPO / "android_demo/app/src/main/AndroidManifest.xml", app / "app/src/main/AndroidManifest.xml")
     return app
+
+
+# -- quantisation fidelity fixtures (tests/test_fidelity*.py) -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def collapse_run(cv_dataset, tmp_path_factory) -> Path:
+    """A run folder whose model collapses under full int8, per-tensor and per-channel alike.
+
+    A small classifier is trained on ``cv_dataset``; then a dead feature channel (ReLU of a constant
+    -1, always 0) is added and the 1x1 logits convolution gets a weight of 200 on it in every output
+    channel. The float model is unchanged, but int8 weight scales (per output channel) become
+    200/127, which rounds the real weights away. Keeping that one convolution in float recovers it.
+    """
+    import json
+
+    import numpy as np
+    import tf_keras as keras
+
+    from edge_derm.data.images import load_for_model
+    from edge_derm.data.manifest import Manifest
+
+    keras.utils.set_random_seed(0)
+    manifest = Manifest.load(cv_dataset)
+    paths, labels = manifest.arrays("train")
+    x = np.stack([load_for_model(p, CV_SIZE, "nearest") for p in paths])
+    y = keras.utils.to_categorical(labels, len(CV_CLASSES))
+
+    def build(width: int):
+        inp = keras.Input((CV_SIZE, CV_SIZE, 3), name="image")
+        h = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inp)
+        h = keras.layers.Conv2D(width, 3, strides=2, activation="relu", name="feat")(h)
+        h = keras.layers.Conv2D(len(CV_CLASSES), 1, name="logits_conv")(h)
+        h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+        return keras.Model(inp, keras.layers.Softmax(name="probs")(h))
+
+    small = build(8)
+    small.compile(keras.optimizers.Adam(0.01), "categorical_crossentropy")
+    small.fit(x, y, epochs=80, batch_size=6, verbose=0)
+    model = build(9)
+    k, b = small.get_layer("feat").get_weights()
+    model.get_layer("feat").set_weights([np.concatenate([k, np.zeros_like(k[..., :1])], -1),
+                                         np.concatenate([b, [-1.0]]).astype("float32")])
+    k2, b2 = small.get_layer("logits_conv").get_weights()
+    model.get_layer("logits_conv").set_weights([np.concatenate([k2, np.full_like(k2[:, :, :1, :], 200.0)], 2), b2])
+    test_paths, test_labels = manifest.arrays("test")
+    xt = np.stack([load_for_model(p, CV_SIZE, "nearest") for p in test_paths])
+    if not np.allclose(model.predict(xt, verbose=0), small.predict(xt, verbose=0), atol=1e-5):
+        raise RuntimeError("collapse_run fixture: the dead channel changed the float model")
+    if (model.predict(xt, verbose=0).argmax(1) == test_labels).mean() < 0.9:
+        raise RuntimeError(f"collapse_run fixture: the small model did not learn its classes "
+                           f"({(model.predict(xt, verbose=0).argmax(1) == test_labels).mean():.2f})")
+    run = tmp_path_factory.mktemp("collapse runs") / "collapse run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    cfg = {"kind": "run", "format_version": 1, "backbone": "custom", "alpha": None, "image_size": CV_SIZE,
+           "resize_mode": "nearest", "preprocessing": "x/255 (inside the model)", "classes": CV_CLASSES,
+           "taxonomy": "native", "data": [{"dir": str(cv_dataset), "hash": manifest.hash}],
+           "weights": "none", "seed": 0, "schedule": {}, "versions": {}, "config_hash": "test"}
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run

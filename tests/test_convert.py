@@ -33,10 +33,11 @@ def test_every_mode_converts_and_verifies(cv_converted, mode, io, share):
     assert info.input_tensors[0].dtype == io and info.output_tensors[0].dtype == io
     assert info.integer_op_share() == pytest.approx(share)
     meta = read_metadata(path)
-    v = meta["verification"]
-    assert v["passed"] and v["n"] == 18
+    v = json.loads((cv_converted / "model.json").read_text())["variants"][mode]["verification"]
+    assert v["passed"] and v["n"] == 18  # every validation + test image (the fixture caps nothing below 18)
     assert v["top1_agreement"] >= PRESETS[mode].tolerance.min_top1_agreement
-    assert v["max_abs_diff"] <= PRESETS[mode].tolerance.max_abs_diff
+    assert v["mean_abs_diff"] <= PRESETS[mode].tolerance.mean_abs_diff
+    assert meta["verification"]["tolerance"] == v["tolerance"]
     assert meta["quantization"] == mode and meta["labels"] == ["MM", "Nev", "BCC"]
     assert meta["input"]["dtype"] == io and meta["input"]["size"] == [32, 32]
     if mode == "fp32":
@@ -60,7 +61,11 @@ def test_model_json_and_labels(cv_converted, cv_run):
     assert (cv_converted / "labels.txt").read_text().split() == ["MM", "Nev", "BCC"]
     embedded = read_metadata(cv_converted / "model.int8.tflite")
     stored = dict(doc["variants"]["int8"])
-    stored.pop("size_bytes")
+    # model.json adds what can only be known once the file is written: its name, size, hash and results.
+    assert stored.pop("file") == "model.int8.tflite"
+    assert stored.pop("size_bytes") == (cv_converted / "model.int8.tflite").stat().st_size
+    assert len(stored.pop("sha256")) == 64
+    assert stored.pop("verification")["passed"] and "results" in embedded.pop("verification")
     assert embedded == stored
     prov = embedded["provenance"]
     assert prov["dataset_hashes"] and prov["config_hash"] and prov["versions"]["tensorflow"] != "not installed"
@@ -69,7 +74,7 @@ def test_model_json_and_labels(cv_converted, cv_run):
 
 def test_fake_int8_is_caught(cv_converted, cv_run):
     """A dynamic-range model passed off as int8 fails verification."""
-    from edge_derm.converters.verify import structural_failures, verify
+    from edge_derm.converters.verify import structural_failures, verify_file
 
     path = cv_converted / "model.dynamic.tflite"
     failures = structural_failures(inspect_tflite(path), get_preset("int8"), "uint8")
@@ -77,8 +82,9 @@ def test_fake_int8_is_caught(cv_converted, cv_run):
     assert any("ops run in integer" in f for f in failures)
     model = TFLiteModel(path)
     imgs = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
-    result = verify(path, get_preset("int8"), "float32", model.predict(imgs), imgs)
+    result = verify_file(path, get_preset("int8"), "float32", model.predict(imgs), imgs, ["MM", "Nev", "BCC"])
     assert not result["passed"] and result["integer_op_share"] == 0.0
+    assert result["top1_agreement"] == 1.0  # the numbers agree: only the structure gives it away
 
 
 def test_cli_convert_int8_io_int8(cv_run, tmp_path, capsys):

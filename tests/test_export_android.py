@@ -36,7 +36,14 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     model = _assets(android_app) / "model.tflite"
     assert model.read_bytes() == (cv_converted / "model.int8.tflite").read_bytes()
     meta = json.loads((_assets(android_app) / "model.json").read_text())
-    assert meta == read_metadata(model)
+    # The app gets the convert record: the embedded metadata plus the results measured on the written
+    # file and its SHA-256, which the runtime checks against the asset beside it.
+    record = json.loads((cv_converted / "model.json").read_text())["variants"]["int8"]
+    assert meta == {**record, "file": "model.tflite"}
+    embedded = read_metadata(model)
+    assert {k: v for k, v in meta.items() if k not in ("file", "sha256", "size_bytes", "verification")} == \
+        {k: v for k, v in embedded.items() if k != "verification"}
+    assert meta["verification"]["passed"] and TFLiteModel(model).sha256 == meta["sha256"]
     assert (_assets(android_app) / "labels.txt").read_text().splitlines() == meta["labels"]
 
     expected = json.loads((_tests(android_app) / "expected_results.json").read_text())

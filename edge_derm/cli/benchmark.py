@@ -77,6 +77,8 @@ def benchmark(
                "from the reference; ms = median latency (mean where a device build prints no median)")
     for note in failure_notes(result.rows):
         typer.echo(note)
+    for msg in result.latency_warnings:
+        typer.echo(f"warning: {msg}", err=True)
     if out is not None:
         written = write_results(out, result, force=force)
         typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")

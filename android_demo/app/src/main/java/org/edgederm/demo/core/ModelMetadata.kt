@@ -65,12 +65,7 @@ class OutputCalibration(
         val logits = DoubleArray(probs.size) { i ->
             Math.log(Math.max(probs[i], 1e-12)) / temperature + (logPrior?.get(i) ?: 0.0)
         }
-        var max = Double.NEGATIVE_INFINITY
-        for (v in logits) if (v > max) max = v
-        val e = DoubleArray(logits.size) { Math.exp(logits[it] - max) }
-        var sum = 0.0
-        for (v in e) sum += v
-        return DoubleArray(e.size) { e[it] / sum }
+        return Postprocess.softmax(logits)
     }
 
     /** The referral score (summed calibrated probability of [referralClasses]) of [calibrated]. */

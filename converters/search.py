@@ -1,0 +1,309 @@
+"""``convert --quantize int8 --min-agreement A``: the cheapest int8 recipe that keeps A top-1 agreement.
+
+Recipes are tried from the cheapest upward and the first that reaches the bar on the fidelity
+images is kept (every try is recorded). "Cheap" is what the shipped file costs on the device first
+(size, latency, integer-only ops), then what the conversion costs:
+
+1. full int8, per-tensor weights, the default calibration sample (smallest file);
+2. full int8, per-channel weights (TFLite's default), the default calibration sample;
+3. the same with a 4x larger class-stratified calibration sample, then every training image
+   (same file cost, only the conversion is slower); then, when ``ai-edge-quantizer`` is installed
+   (the ``quantizer`` extra), Google's second backend on the converted float model with its
+   static int8 recipe (``static_wi8_ai8``, default calibration sample);
+4. selective int8: the best calibration, with float layers added one at a time, each chosen
+   greedily as the candidate whose float copy raises top-1 agreement most (candidates: the
+   quantisation debugger's worst layers; the choice is made on the output, not the layer error);
+   float input/output, some float ops, so slower than full int8;
+5. 16x8: int16 activations, int8 weights, every op (TFLite's
+   ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``); integer-only but on CPU it
+   runs TFLite's reference kernels (not XNNPACK), so it is last, with ai-edge-quantizer's a16w8
+   (``static_wi8_ai16``) after it when installed.
+
+A calibration sample is calibrated once (``_experimental_calibrate_only``) and quantised many
+times (``mlir_quantize``), exactly as TensorFlow's own quantisation debugger does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io as _io
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edge_derm.errors import ConversionError
+from edge_derm.progress import task
+
+from .presets import Preset
+from .tflite import make_converter
+
+_log = logging.getLogger(__name__)
+
+#: Debugger layers tried as float candidates at each greedy step.
+SEARCH_CANDIDATES = 6
+#: At most this many float layers in a selective recipe.
+MAX_FLOAT_LAYERS = 3
+
+
+@dataclass
+class Recipe:
+    """One way to make the int8 file (what ``model.json`` records as ``recipe``)."""
+
+    name: str
+    per_channel: bool = True
+    calibration: str = "default"
+    calibration_n: int = 0
+    float_layers: list[str] = field(default_factory=list)
+    activations: str = "int8"
+    io: str = "uint8"
+    backend: str = "tflite"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "per_channel": self.per_channel, "calibration": self.calibration,
+                "calibration_n": self.calibration_n, "float_layers": list(self.float_layers),
+                "activations": self.activations, "io": self.io, "backend": self.backend}
+
+
+@dataclass
+class Candidate:
+    """A recipe, its bytes and how it scored."""
+
+    recipe: Recipe
+    data: bytes
+    score: dict[str, Any]
+
+    @property
+    def agreement(self) -> float:
+        return float(self.score["top1_agreement"])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+class Calibrated:
+    """A model calibrated once on one sample; quantised with any per-channel / denylist setting."""
+
+    def __init__(self, model, preset: Preset, images: np.ndarray):
+        import tensorflow as tf
+
+        converter = make_converter(model, preset, "float32", images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter._experimental_calibrate_only = True  # noqa: SLF001 - what QuantizationDebugger does
+        try:
+            self.calibrated = converter.convert()
+        except Exception as exc:  # noqa: BLE001
+            raise ConversionError(f"int8 calibration failed: {_one_line(exc)}") from exc
+        self.n = len(images)
+
+    def quantize(self, *, per_channel: bool = True, io: str = "uint8", float_nodes: Sequence[str] = ()) -> bytes:
+        import tensorflow as tf
+        from tensorflow.lite.python import convert as tfl_convert
+
+        dtypes = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+        nodes = [n for n in float_nodes if not n.startswith("op:")]
+        ops = [n[3:] for n in float_nodes if n.startswith("op:")]
+        try:
+            return bytes(tfl_convert.mlir_quantize(
+                self.calibrated, disable_per_channel=not per_channel,
+                input_data_type=dtypes[io], output_data_type=dtypes[io],
+                denylisted_nodes=nodes or None, denylisted_ops=ops or None))
+        except Exception as exc:  # noqa: BLE001
+            raise ConversionError(f"int8 quantisation failed: {_one_line(exc)}") from exc
+
+
+def convert_16x8(model, preset: Preset, images: np.ndarray) -> bytes:
+    """int16 activations, int8 weights (float32 input/output)."""
+    import tensorflow as tf
+
+    converter = make_converter(model, preset, "float32", images)
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    converter.inference_input_type = tf.float32
+    converter.inference_output_type = tf.float32
+    try:
+        return bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"16x8 conversion failed: {_one_line(exc)}") from exc
+
+
+def aeq_available() -> bool:
+    """Whether Google's ai-edge-quantizer (the ``quantizer`` extra) is installed."""
+    return importlib.util.find_spec("ai_edge_quantizer") is not None
+
+
+def convert_aeq(float_model: bytes, images: np.ndarray, recipe_name: str) -> bytes:
+    """Quantise a converted float .tflite with ai-edge-quantizer's ``recipe_name`` (e.g. ``static_wi8_ai8``).
+
+    Its progress bars and prints are captured (libraries log); failures are one-line ConversionErrors.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError as exc:
+        raise ConversionError(f"ai-edge-quantizer is not installed ({exc}); pip install 'edge-derm[quantizer]'") from None
+    sink = _io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            signatures = Interpreter(model_content=float_model).get_signature_list()
+            key = next(iter(signatures))
+            name = signatures[key]["inputs"][0]
+            qt = quantizer.Quantizer(float_model)
+            qt.load_quantization_recipe(getattr(recipe, recipe_name)())
+            calibrated = qt.calibrate({key: [{name: np.asarray(im, np.float32)[None]} for im in images]})
+            data = bytes(qt.quantize(calibrated).quantized_model)
+    except Exception as exc:  # noqa: BLE001 - a third-party backend; report one line
+        raise ConversionError(f"ai-edge-quantizer recipe {recipe_name} failed: {_one_line(exc)}") from exc
+    _log.debug("ai-edge-quantizer output: %s", sink.getvalue()[-2000:])
+    return data
+
+
+@dataclass
+class SearchResult:
+    """The recipe picked (None when none reached the bar), the best tried, and every try."""
+
+    chosen: Candidate | None
+    best: Candidate | None
+    tried: list[dict[str, Any]]
+
+    def summary(self, bar: float) -> dict[str, Any]:
+        pick = self.chosen or self.best
+        return {"min_agreement": bar, "met": self.chosen is not None,
+                "recipe": pick.recipe.as_dict() if pick else None, "tried": self.tried}
+
+
+def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.ndarray, int] | None],
+                score: Callable[[bytes], dict[str, Any]], bar: float, io: str,
+                candidates: Callable[[np.ndarray], list[str]], *, max_float_layers: int = MAX_FLOAT_LAYERS,
+                n_candidates: int = SEARCH_CANDIDATES, float_model: Callable[[], bytes] | None = None,
+                use_aeq: bool | None = None) -> SearchResult:
+    """Try int8 recipes from the cheapest upward; stop at the first whose agreement reaches ``bar``.
+
+    Args:
+        model: the Keras model.
+        preset: the int8 preset.
+        calibration: ``name -> (images, n)`` for ``default``, ``4x`` and ``all`` (None when a sample
+            would repeat a smaller one: the dataset has no more images).
+        score: bytes -> :func:`edge_derm.converters.verify.fidelity` with ``passed``.
+        bar: the top-1 agreement to reach.
+        io: input/output dtype of the full-integer recipes.
+        candidates: calibration images -> float-layer candidates (tensor names), most suspect first.
+        max_float_layers: the greedy search stops after this many float layers.
+        n_candidates: candidates tried at each greedy step.
+        float_model: makes the converted float .tflite (ai-edge-quantizer's input).
+        use_aeq: try ai-edge-quantizer's recipes (default: when it is installed and ``float_model`` given).
+    """
+    if use_aeq is None:
+        use_aeq = float_model is not None and aeq_available()
+    float_bytes: list[bytes] = []
+
+    def float_tflite() -> bytes:
+        if not float_bytes:
+            float_bytes.append(float_model())
+        return float_bytes[0]
+
+    tried: list[dict[str, Any]] = []
+    best: Candidate | None = None
+
+    def attempt(recipe: Recipe, make: Callable[[], bytes]) -> Candidate | None:
+        """Make and score one recipe (None when it cannot be made)."""
+        nonlocal best
+        with task(f"int8 search: {recipe.name}"):
+            try:
+                data = make()
+                sc = score(data)
+            except ConversionError as exc:
+                tried.append({"recipe": recipe.as_dict(), "error": str(exc)})
+                _log.warning("int8 recipe %s failed: %s", recipe.name, exc)
+                return None
+        cand = Candidate(recipe, data, sc)
+        tried.append({"recipe": recipe.as_dict(), "top1_agreement": sc["top1_agreement"], "passed": sc["passed"],
+                      "size_bytes": len(data), "watch_flips": {k: v["flipped"] for k, v in sc["watch"].items()}})
+        _log.info("int8 recipe %s: agreement %.4f (%s)", recipe.name, cand.agreement,
+                  "meets the bar" if sc["passed"] else "below the bar")
+        if best is None or cand.agreement > best.agreement:
+            best = cand
+        return cand
+
+    def done(cand: Candidate | None) -> bool:
+        return cand is not None and bool(cand.score["passed"])
+
+    samples: dict[str, tuple[np.ndarray, int]] = {}
+    calibrated: dict[str, Calibrated] = {}
+
+    def calibrated_for(name: str) -> Calibrated | None:
+        if name not in calibrated:
+            got = calibration(name)
+            if got is None:
+                return None
+            samples[name] = got
+            with task(f"int8 search: calibrating on {got[1]} images ({name})"):
+                calibrated[name] = Calibrated(model, preset, got[0])
+        return calibrated[name]
+
+    default = calibrated_for("default")
+    n0 = default.n
+    cand = attempt(Recipe(f"per-tensor, {n0} calibration images", per_channel=False, calibration="default",
+                          calibration_n=n0, io=io), lambda: default.quantize(per_channel=False, io=io))
+    if done(cand):
+        return SearchResult(cand, best, tried)
+    cand = attempt(Recipe(f"per-channel, {n0} calibration images", calibration="default", calibration_n=n0, io=io),
+                   lambda: default.quantize(per_channel=True, io=io))
+    if done(cand):
+        return SearchResult(cand, best, tried)
+    best_cal, best_cal_agreement = "default", cand.agreement if cand is not None else 0.0
+    for name in ("4x", "all"):
+        cal = calibrated_for(name)
+        if cal is None:
+            continue
+        label = f"every training image ({cal.n})" if name == "all" else f"{cal.n} calibration images"
+        cand = attempt(Recipe(f"per-channel, {label}", calibration=name, calibration_n=cal.n, io=io),
+                       lambda c=cal: c.quantize(per_channel=True, io=io))
+        if done(cand):
+            return SearchResult(cand, best, tried)
+        if cand is not None and cand.agreement > best_cal_agreement:
+            best_cal, best_cal_agreement = name, cand.agreement
+    if use_aeq:  # the second backend, same file cost as full int8 (int8 input/output)
+        cand = attempt(Recipe(f"ai-edge-quantizer static int8, {n0} calibration images", calibration="default",
+                              calibration_n=n0, io="int8", backend="ai-edge-quantizer"),
+                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai8"))
+        if done(cand):
+            return SearchResult(cand, best, tried)
+    cal = calibrated[best_cal]
+    images = samples[best_cal][0]
+    # Greedy selective quantisation: each step keeps the candidate layer whose float copy helps the output most.
+    try:
+        pool = list(candidates(images))[:n_candidates]
+    except ConversionError as exc:
+        tried.append({"recipe": {"name": "selective: float-layer candidates"}, "error": str(exc)})
+        pool = []
+    layers: list[str] = []
+    current = best_cal_agreement
+    for _ in range(min(max_float_layers, len(pool))):
+        step: Candidate | None = None
+        for layer in [c for c in pool if c not in layers]:
+            trial = layers + [layer]
+            cand = attempt(Recipe(f"selective, {len(trial)} float layer(s), {cal.n} calibration images",
+                                  calibration=best_cal, calibration_n=cal.n, float_layers=trial, io="float32"),
+                           lambda t=trial: cal.quantize(per_channel=True, io="float32", float_nodes=t))
+            if done(cand):
+                return SearchResult(cand, best, tried)
+            if cand is not None and (step is None or cand.agreement > step.agreement):
+                step = cand
+        if step is None or step.agreement <= current:
+            break  # no candidate helps any more
+        layers, current = list(step.recipe.float_layers), step.agreement
+    cand = attempt(Recipe(f"16x8 (int16 activations, int8 weights), {cal.n} calibration images",
+                          calibration=best_cal, calibration_n=cal.n, activations="int16", io="float32"),
+                   lambda: convert_16x8(model, preset, images))
+    if done(cand):
+        return SearchResult(cand, best, tried)
+    if use_aeq:
+        cand = attempt(Recipe(f"ai-edge-quantizer a16w8, {n0} calibration images", calibration="default",
+                              calibration_n=n0, activations="int16", io="int16", backend="ai-edge-quantizer"),
+                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai16"))
+    return SearchResult(cand if done(cand) else None, best, tried)
