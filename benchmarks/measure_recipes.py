@@ -141,6 +141,37 @@ def train_variant(name: str, data: Path, run: Path, a: argparse.Namespace, seed:
     return row_from_run(run)
 
 
+def prevalence_rows(run: Path, data: Path, a: argparse.Namespace, seed: int) -> dict[str, dict]:
+    """Post hoc, on a finished ``recommended`` run: the calibration refitted on its own validation split with
+    each ``prevalence`` (no retraining; the model and the carved split are the run's), scored on test."""
+    import numpy as np
+
+    from edge_derm import calibration as cal
+    from edge_derm.models import load_model
+    from edge_derm.training.config import TrainConfig
+    from edge_derm.training.data import carve_validation, load_data
+    from edge_derm.training.trainer import predict, score_with_calibration
+
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
+    d = load_data([str(data)])
+    carve_validation(d, cfg.val_fraction, cfg.seed)
+    model = load_model(run / "model.keras")
+    pv = predict(model, d.val[0], cfg.image_size, cfg.resize_mode)
+    pt = predict(model, d.test[0], cfg.image_size, cfg.resize_mode)
+    counts = np.bincount(d.train[1], minlength=len(d.classes))
+    out = {}
+    for name, kw in (("balanced", {}), ("dataset", {"train_counts": counts}),
+                     ("fit", {"train_counts": counts, "prior_strength": "fit"})):
+        block = cal.fit(pv, d.val[1], d.classes, d.triage, target=cfg.triage_target, **kw)
+        m = score_with_calibration(d.test[1], pt, d.classes, d.triage, block)
+        out[name] = {"macro_f1": m["macro_f1"], "balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"],
+                     "mm_sensitivity": m["per_class"]["MM"]["sensitivity"], "ece": m["ece"],
+                     "prior_strength": block.get("prior_strength"),
+                     "referral_sensitivity": (m.get("operating_point") or {}).get("sensitivity"),
+                     "referral_specificity": (m.get("operating_point") or {}).get("specificity")}
+    return out
+
+
 def fmt(key: str, stat: tuple[float, float, float] | None) -> str:
     if stat is None:
         return "–"
@@ -189,6 +220,22 @@ def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
             lines.append(f"| {name} | {ref} | " + " | ".join(
                 fmt(k if k != "ece" else "ece", d[k]).replace("(", "(").strip() for k in
                 ("macro_f1", "balanced_accuracy", "mm_sensitivity", "ece")) + " |")
+    if meta.get("prevalence"):
+        post = meta["prevalence"]
+        lines += ["", "`recommended` runs with the calibration refitted post hoc for each `prevalence` (same models, "
+                  "same validation splits; test figures, mean over splits with a 95 % t interval):", "",
+                  "| prevalence | macro F1 | balanced acc. | accuracy | MM sens. | ECE | referral sens. / spec. | "
+                  "prior strength |", "|---|---|---|---|---|---|---|---|"]
+        for name in ("balanced", "dataset", "fit"):
+            vals = {k: t_interval([p[name][k] for p in post]) for k in
+                    ("macro_f1", "balanced_accuracy", "accuracy", "mm_sensitivity", "ece", "referral_sensitivity",
+                     "referral_specificity")}
+            strengths = ", ".join("–" if p[name]["prior_strength"] is None else f"{p[name]['prior_strength']:.1f}"
+                                  for p in post)
+            lines.append(f"| {name} | {fmt('macro_f1', vals['macro_f1'])} | {fmt('balanced_accuracy', vals['balanced_accuracy'])} | "
+                         f"{fmt('accuracy', vals['accuracy'])} | {fmt('mm_sensitivity', vals['mm_sensitivity'])} | "
+                         f"{fmt('ece', vals['ece'])} | {fmt('referral_sensitivity', vals['referral_sensitivity'])} / "
+                         f"{fmt('referral_specificity', vals['referral_specificity'])} | {strengths} |")
     rec = summary.get("recommended")
     if rec:
         lines += ["", "Goals for `recommended` (mean over splits):", ""]
@@ -227,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--md", type=Path, help="Also write the markdown (and a .json sibling) here.")
     p.add_argument("--quick", action="store_true", help="Smoke run: 1 epoch per block, 5 steps per epoch.")
+    p.add_argument("--prevalence", action="store_true",
+                   help="Also refit each recommended run's calibration with prevalence balanced/dataset/fit "
+                        "(post hoc, no retraining) and report the test figures.")
     a = p.parse_args(argv)
     if not HAM.is_dir() or not weights_file(a.alpha).is_file():
         print(f"error: needs {HAM} and {weights_file(a.alpha)} (../shared)", file=sys.stderr)
@@ -252,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    macro F1 {r['macro_f1']:.3f}, balanced acc {r['balanced_accuracy']:.3f}, "
               f"MM sens {r['mm_sensitivity']}, ECE {r['ece_before']:.3f} -> {r['ece']:.3f}, "
               f"{r['minutes']:.1f} min", flush=True)
+        md = write_results(a, meta, {k: v for k, v in rows.items() if v})
+    if a.prevalence and rows.get("recommended"):
+        post = [prevalence_rows(a.out / "runs" / f"recommended-split{i}", splits[i], a, i)
+                for i in range(len(rows["recommended"]))]
+        meta["prevalence"] = post
         md = write_results(a, meta, {k: v for k, v in rows.items() if v})
     print(md)
     return 0
