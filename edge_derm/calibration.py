@@ -15,7 +15,7 @@ A run fits both on its validation split, never on test:
   reaches ``target`` (default 90 %).
 
 The same :func:`apply` runs in training, conversion checks, :mod:`edge_derm.runtime`, ``predict`` and
-the Android app (``ModelInfo.kt``), from the ``calibration`` block of ``model.json``.
+the Android app (``OutputCalibration`` in ``ModelMetadata.kt``), from the ``calibration`` block of ``model.json``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def check(block: Mapping[str, Any] | None, n_classes: int) -> dict[str, Any] | N
         return None
     if not isinstance(block, Mapping):
         raise ConfigError("calibration must be an object with temperature, log_prior and threshold")
-    t = block.get("temperature", 1.0)
+    t = block.get("temperature")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
         raise ConfigError(f"calibration temperature must be a finite positive number, got {t!r}")
     prior = block.get("log_prior")
@@ -130,6 +130,12 @@ def check(block: Mapping[str, Any] | None, n_classes: int) -> dict[str, Any] | N
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                            for v in prior)):
             raise ConfigError(f"calibration log_prior must be {n_classes} finite numbers, got {prior!r}")
+    refer = block.get("referral_classes")
+    if refer is not None and (not isinstance(refer, list) or not all(isinstance(c, str) for c in refer)):
+        raise ConfigError(f"calibration referral_classes must be a list of class names, got {refer!r}")
+    target = block.get("target_sensitivity")
+    if target is not None:
+        check_target(target)
     thr = block.get("threshold")
     if thr is not None and (isinstance(thr, bool) or not isinstance(thr, (int, float))
                             or not math.isfinite(thr) or not 0 <= thr <= 1):
@@ -138,14 +144,19 @@ def check(block: Mapping[str, Any] | None, n_classes: int) -> dict[str, Any] | N
 
 
 def fit_prior_strength(probs: np.ndarray, labels: np.ndarray, shift: Sequence[float]) -> float:
-    """The strength in {0, 0.1, ..., 1} of the prior ``shift`` with the best macro F1 (ties: the weaker)."""
+    """The strength in {0, 0.1, ..., 1} of the prior ``shift`` with the best macro F1 (ties: the weaker).
+
+    Each strength is scored as it ships: with the temperature fitted for it (the top-1 class of
+    ``softmax(log p / T + s b)`` depends on T too).
+    """
     from sklearn.metrics import f1_score
 
     labels = np.asarray(labels, np.int64)
     present = np.unique(labels)
     best, best_f1 = 0.0, -1.0
     for strength in np.round(np.linspace(0.0, 1.0, 11), 1):
-        pred = apply(probs, 1.0, strength * np.asarray(shift)).argmax(1)
+        s_shift = strength * np.asarray(shift)
+        pred = apply(probs, fit_temperature(probs, labels, s_shift), s_shift).argmax(1)
         f1 = f1_score(labels, pred, labels=present, average="macro", zero_division=0.0)
         if f1 > best_f1 + 1e-12:
             best, best_f1 = float(strength), float(f1)
@@ -168,7 +179,9 @@ def fit(val_probs: np.ndarray, val_labels: np.ndarray, classes: Sequence[str], t
     val_labels = np.asarray(val_labels, np.int64)
     log_prior = log_prior_shift(train_counts) if train_counts is not None else None
     strength = None
+    prevalence = "balanced"
     if log_prior is not None:
+        prevalence = "fit" if prior_strength == "fit" else "dataset"
         strength = fit_prior_strength(val_probs, val_labels, log_prior) if prior_strength == "fit" \
             else float(prior_strength)
         log_prior = [strength * v for v in log_prior]
@@ -184,7 +197,7 @@ def fit(val_probs: np.ndarray, val_labels: np.ndarray, classes: Sequence[str], t
         "n": int(len(val_labels)),
         "temperature": temperature,
         "log_prior": log_prior,
-        "prevalence": "dataset" if log_prior is not None else "balanced",
+        "prevalence": prevalence,
         "prior_strength": strength,
         "val": {"nll_before": nll(val_probs, val_labels), "nll_after": nll(cal, val_labels),
                 "ece_before": ece(np.asarray(val_probs)), "ece_after": ece(cal)},

@@ -447,7 +447,9 @@ class TFLiteModel:
         cal = self.calibration or {}
         if cal.get("threshold") is None or not cal.get("referral_classes"):
             return None
-        mask = np.array([lab in cal["referral_classes"] for lab in self.labels], dtype=bool)
+        # by the converted labels (the metadata's), not names a caller may have passed
+        names = self.metadata.get("labels") or self.labels
+        mask = np.array([lab in cal["referral_classes"] for lab in names], dtype=bool)
         score = np.asarray(calibrated, np.float64)[..., mask].sum(axis=-1)
         return score, score >= float(cal["threshold"])
 

@@ -42,7 +42,7 @@ def test_recipes_differ_where_they_should_and_options_override(tr_datasets):
     cfg = TrainConfig(data=d, backbone="tiny", weights="none", recipe="paper", brightness=[0.9, 1.1], lr_head=3e-4)
     assert cfg.brightness == [0.9, 1.1] and cfg.lr_head == 3e-4 and cfg.lr_backbone == 1e-5
     # a from-scratch schedule keeps its own rates when the recipe's are for block-wise fine-tuning
-    assert TrainConfig(data=d, backbone="tiny", weights="none", unfreeze="full").lr_head == 1e-3
+    assert TrainConfig(data=d, backbone="tiny", weights="none", unfreeze="full").lr_backbone == 1e-3  # not 1e-4
     # the recipe name itself does not decide the model: the resolved fields do
     assert "recipe" not in cfg.identity()
 
@@ -152,7 +152,9 @@ def test_fit_stores_temperature_threshold_and_referral_classes():
     assert cal.check(block, 3)["temperature"] == block["temperature"]
     for bad, msg in (({"temperature": float("inf")}, "temperature"), ({"temperature": 0}, "temperature"),
                      ({"temperature": 1.0, "threshold": 2}, "threshold"),
-                     ({"temperature": 1.0, "log_prior": [0.0]}, "log_prior")):
+                     ({"temperature": 1.0, "log_prior": [0.0]}, "log_prior"), ({}, "temperature"),
+                     ({"temperature": 1.0, "referral_classes": "MM"}, "referral_classes"),
+                     ({"temperature": 1.0, "target_sensitivity": 1.5}, "target sensitivity")):
         with pytest.raises(ConfigError, match=msg):
             cal.check(bad, 3)
 
@@ -350,14 +352,16 @@ def test_prior_strength_is_fitted_on_validation_macro_f1():
     strength = cal.fit_prior_strength(probs, y, shift)
     from sklearn.metrics import f1_score
 
-    def f1(s):
-        return f1_score(y, cal.apply(probs, 1.0, s * np.asarray(shift)).argmax(1), average="macro")
+    def f1(s):  # as shipped: with the temperature fitted for that strength
+        s_shift = s * np.asarray(shift)
+        return f1_score(y, cal.apply(probs, cal.fit_temperature(probs, y, s_shift), s_shift).argmax(1),
+                        average="macro")
 
     assert 0.0 < strength <= 1.0 and f1(strength) > f1(0.0)
     assert all(f1(strength) >= f1(s) for s in np.linspace(0, 1, 11))
     block = cal.fit(probs, y, ["Nev", "MM"], {"MM": "malignant", "Nev": "benign"}, target=0.9,
                     train_counts=[85, 15], prior_strength="fit")
-    assert block["prior_strength"] == strength and block["prevalence"] == "dataset"
+    assert block["prior_strength"] == strength and block["prevalence"] == "fit"
     assert block["log_prior"] == pytest.approx([strength * v for v in shift])
 
 

@@ -54,7 +54,7 @@ def predict(
         _render(results, meta)
         if referral is not None:
             typer.echo(f"refer = P({' + '.join(cal['referral_classes'])}) >= {cal['threshold']:.3f}, the operating "
-                       f"point chosen on validation for {cal.get('target_sensitivity', 0.9):.0%} sensitivity; "
+                       f"point chosen on validation for {cal.get('target_sensitivity') or 0.9:.0%} sensitivity; "
                        "a research tool, not a diagnosis")
     if errors:
         for path, msg in errors.items():

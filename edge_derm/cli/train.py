@@ -82,7 +82,7 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
     data: Optional[List[Path]] = typer.Option(None, "--data", "-d",
                                               help="Dataset folder (repeat to merge; the last one is evaluated)."),
-    plan: Optional[str] = typer.Option(None, "--plan", help="Sequential plan: o, x, a, b, c or a .toml file."),
+    plan: Optional[str] = typer.Option(None, "--plan", help="Sequential plan: o, o-blockwise, x, a, b, c or a .toml file."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="recommended (default), paper, or a .toml file "
                                                                 "(edge-derm recipes); other options override it."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Plan parameter KEY=DIR (repeat), e.g. target=DIR."),
@@ -96,12 +96,12 @@ def train(
     unfreeze: Optional[Unfreeze] = typer.Option(
         None, "--unfreeze", help="blockwise (the paper's: head, then one more block per step) or full (every "
                                  "layer from epoch 1, lr 1e-3: the from-scratch recipe for --weights none)."),
-    batch_multiple: Optional[int] = typer.Option(None, "--batch-multiple", help="Images per class per batch (1)."),
+    batch_multiple: Optional[int] = typer.Option(None, "--batch-multiple", help="Images per class per batch (recipe: 4; paper 1)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Explicit batch size."),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Batches per epoch."),
-    lr_head: Optional[float] = typer.Option(None, "--lr-head", help="Head learning rate (1e-4; full: 1e-3)."),
+    lr_head: Optional[float] = typer.Option(None, "--lr-head", help="Head learning rate (recipe: 1e-3; paper 1e-4; full: 1e-3)."),
     lr_backbone: Optional[float] = typer.Option(None, "--lr-backbone",
-                                                help="Backbone learning rate (1e-5; full: 1e-3)."),
+                                                help="Backbone learning rate (recipe: 1e-4; paper 1e-5; full: 1e-3)."),
     lr_sched: Optional[LrSchedule] = typer.Option(None, "--lr-schedule", help="constant or cosine (with warm-up)."),
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Warm-up epochs of each step."),
     label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing."),

@@ -68,8 +68,10 @@ class TrainConfig:
             plan ``o``: a random backbone frozen at step 0 and then trained at 1e-5 learns nothing).
         merge: With several datasets: ``union`` of their classes, or only the ``last`` one's classes
             (the other datasets' images of other classes are left out; the paper's strategy x).
-        lr_head: Adam learning rate of the head (None = 1e-4 block-wise, 1e-3 full).
-        lr_backbone: Adam learning rate of the unfrozen backbone blocks (None = 1e-5 block-wise, 1e-3 full).
+        lr_head: Adam learning rate of the head (None = the recipe's for block-wise: recommended 1e-3,
+            paper 1e-4; 1e-3 for full).
+        lr_backbone: Adam learning rate of the unfrozen backbone blocks (None = recommended 1e-4, paper 1e-5;
+            1e-3 for full).
         batch_multiple: Class-balanced batch = number of classes x this.
         batch_size: Explicit batch size (overrides batch_multiple).
         steps_per_epoch: Batches per epoch (None = ceil(train images / batch)).
@@ -183,10 +185,8 @@ class TrainConfig:
             _positive_int("batch_size", self.batch_size, "--batch-size 32")
         if self.steps_per_epoch is not None:
             _positive_int("steps_per_epoch", self.steps_per_epoch, "--steps-per-epoch 50")
-        if not 0.0 <= float(self.label_smoothing) < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        _number("label_smoothing", self.label_smoothing, 0.0, 1.0, "0.1", high_open=True)
+        _number("dropout", self.dropout, 0.0, 1.0, "0.2", high_open=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.merge not in ("union", "last"):
@@ -345,7 +345,10 @@ def load_recipe(name: str) -> dict[str, Any]:
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist; pass a shipped recipe "
                               f"({', '.join(list_recipes())}) or an existing .toml file")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read recipe file {path}: {exc}") from None
     else:
         known = list_recipes()
         if name not in known:
@@ -357,8 +360,10 @@ def load_recipe(name: str) -> dict[str, Any]:
         raise ConfigError(f"recipe {name} is not valid TOML: {exc}") from None
     unknown_top = sorted(set(doc) - {"description", "train"})
     table = doc.get("train", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"recipe {name}: [train] must be a table of options, got {table!r}")
     unknown = unknown_top + sorted(f"train.{k}" for k in set(table) - set(RECIPE_FIELDS))
-    if unknown or not isinstance(table, dict):
+    if unknown:
         raise ConfigError(f"recipe {name}: unknown key(s) {', '.join(unknown) or 'train'}; "
                           f"a recipe has description and [train] with {', '.join(RECIPE_FIELDS)}")
     return dict(table)

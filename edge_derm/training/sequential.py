@@ -203,6 +203,8 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
         if not (plan_path.is_file() or (out / "config.json").is_file()):
             raise OutputExistsError(f"{out} is not empty and not a run folder; choose another --out")
         shutil.rmtree(out)
+    for stage in plan.stages:  # before anything trains: a wrong dataset fails now, not after stage 1
+        _check_taxonomy(stage, plan)
     out.mkdir(parents=True, exist_ok=True)
     write_json(plan_path, {**plan_dict, "hash": plan_hash})
 

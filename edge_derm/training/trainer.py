@@ -1,7 +1,7 @@
 """Block-wise (frozen-block) fine-tuning with checkpoints, resume and per-group learning rates.
 
 Step 0 trains the head with the backbone frozen; step k also trains the backbone blocks 1..k of
-the spec's block map. Each group has its own Adam optimizer (head 1e-4, backbone 1e-5 by default),
+the spec's block map. Each group has its own Adam optimizer (rates from the recipe: paper 1e-4 / 1e-5),
 created fresh at each step (as the paper re-compiles per block), so a checkpoint of the model
 after a step is all the state a resume needs. Each step reseeds with ``seed + step``, so a
 resumed run reproduces the uninterrupted one. Frozen layers have ``trainable=False``, which in
@@ -328,7 +328,18 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
                      "unfreeze = \"full\" (plan o)", config.lr_backbone)
     data = load_data(config.data, merge=config.merge)
     for warning in carve_validation(data, config.val_fraction, config.seed):
-        _log.warning("%s", warning)
+        if "no validation image" not in warning:  # the check below names those, whatever the val's source
+            _log.warning("%s", warning)
+    left = [c for i, c in enumerate(data.classes) if not (data.train[1] == i).any()]
+    if left:
+        raise ConfigError(f"carving a {config.val_fraction:.0%} validation split left no training image of "
+                          f"{', '.join(left)}; use a smaller --val-fraction, --val-fraction 0, or a dataset "
+                          "with its own val split")
+    if data.val is not None:
+        absent = [c for i, c in enumerate(data.classes) if not (data.val[1] == i).any()]
+        if absent:
+            _log.warning("the validation split has no image of %s: model selection, the temperature and the "
+                         "operating point ignore them", ", ".join(absent))
     if config.select_best and data.val is None:
         _log.warning("select_best needs a validation split and the data has none (val_fraction 0): "
                      "the last epoch is kept")
@@ -370,10 +381,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     history: list[dict[str, Any]] = list(state["history"])
     best = state.get("best")  # {"step", "epoch", "val_macro_f1"} of the epoch kept by select_best
     best_weights = None
-    if best and start > 0 and (ckpt_dir / "best.weights.h5").is_file():
-        best_path = ckpt_dir / "best.weights.h5"
-    else:
-        best_path = None
+    best_path = ckpt_dir / best["file"] if best and start > 0 and best.get("file") else None
+    if best_path is not None and not best_path.is_file():
+        raise TrainingError(f"{best_path} (the best epoch so far) is missing; start again with --force")
     select = bool(config.select_best and with_val)
     steps = config.steps()
     for k in range(start, config.n_steps):
@@ -428,7 +438,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
                 row["val_loss"], row["val_accuracy"] = _loss_accuracy(probs, data.val[1])
                 row["val_macro_f1"] = _macro_f1(probs, data.val[1])
                 if select and (best is None or row["val_macro_f1"] > best["val_macro_f1"]):
-                    best = {"step": k, "epoch": epoch, "val_macro_f1": row["val_macro_f1"]}
+                    best = {"step": k, "epoch": epoch, "val_macro_f1": row["val_macro_f1"],
+                            "file": f"best_step{k}.weights.h5"}
                     best_weights = [w.copy() for w in model.get_weights()]
             history.append(row)
             _log.info("step %d [%s] epoch %d: %s", k, block, epoch, row)
@@ -436,13 +447,19 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         # Checkpoint first, then the state that points at it: a crash in between keeps the old state.
         target = ckpt_dir if chief else Path(tempfile.mkdtemp())
         save_model(model, target / f"step_{k}.keras")
-        if best_weights is not None and chief:
-            best_path = _save_weights(model, best_weights, ckpt_dir / "best.weights.h5")
+        old_best = best_path
+        if best_weights is not None:
+            # Every worker takes part (reading the weights may be a collective); only the chief's file counts.
+            best_path = _save_weights(model, best_weights, (target if chief else Path(tempfile.mkdtemp()))
+                                      / best["file"])
             best_weights = None
         if chief:
+            # A new file name per step, then the state that points at it: a crash in between keeps the old pair.
             state.update(completed_step=k, history=history, best=best)
             write_json(ckpt_dir / "state.json", state)
             write_history(out / "history.csv", history, with_val)
+            if old_best is not None and best_path is not None and old_best != best_path:
+                old_best.unlink(missing_ok=True)
         if on_step_end is not None:
             on_step_end(k, model)
 
@@ -453,9 +470,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
             model.set_weights(best_weights)
         _log.info("kept step %d epoch %d (best validation macro F1 %.3f)", best["step"], best["epoch"],
                   best["val_macro_f1"])
-    calibration = None
+    # Every worker predicts (a collective under MultiWorkerMirroredStrategy); only the chief writes.
+    calibration = _calibrate(model, data, config, out if chief else None)
     if chief:
-        calibration = _calibrate(model, data, config, out)
         rc = read_json(out / "config.json")
         rc["selected"] = ({"by": "val_macro_f1", **best} if select and best is not None
                           else {"by": "last epoch", "step": config.n_steps - 1, "epoch": steps[-1]["epochs"]})
@@ -552,8 +569,9 @@ def _save_weights(model, weights: list, path: Path) -> Path:
     return path
 
 
-def _calibrate(model, data: TrainingData, config: TrainConfig, out: Path) -> dict[str, Any] | None:
-    """Fit the temperature and operating point on the val split; writes ``calibration.json``."""
+def _calibrate(model, data: TrainingData, config: TrainConfig, out: Path | None) -> dict[str, Any] | None:
+    """Fit the temperature and operating point on the val split; writes ``out/calibration.json`` (not when
+    ``out`` is None: a non-chief worker)."""
     from edge_derm import calibration as cal
 
     if not config.calibrate:
@@ -569,7 +587,8 @@ def _calibrate(model, data: TrainingData, config: TrainConfig, out: Path) -> dic
     if fitted["referral_classes"] and fitted["threshold"] is None:
         _log.warning("the validation split has no image of %s: no triage operating point is stored",
                      ", ".join(fitted["referral_classes"]))
-    write_json(out / "calibration.json", fitted)
+    if out is not None:
+        write_json(out / "calibration.json", fitted)
     _log.info("temperature %.3f (validation ECE %.3f -> %.3f)", fitted["temperature"], fitted["val"]["ece_before"],
               fitted["val"]["ece_after"])
     return fitted
