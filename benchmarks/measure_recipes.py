@@ -222,7 +222,7 @@ def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
     for name, entry in summary.items():
         for ref in ("paper", "recommended"):
             d = entry.get(f"delta_vs_{ref}")
-            if not d or (ref == "paper" and name.startswith("rec-")):
+            if not d or (ref == "paper" and name.startswith("rec-")) or (name == "paper" and ref == "recommended"):
                 continue
             lines.append(f"| {name} | {ref} | " + " | ".join(
                 fmt(k if k != "ece" else "ece", d[k]).replace("(", "(").strip() for k in

@@ -65,9 +65,10 @@ class ConvertConfig:
         qat_batch_size: QAT batch size (default: the run's training batch, see :func:`run_batch_size`).
         qat_learning_rate: QAT learning rate (the paper's backbone rate).
         float_layers: ``auto`` or comma-separated layer names kept in float in int8 (selective).
-        collapse_threshold: int8 accuracy drop (fraction) on the verification batch that triggers
+        collapse_threshold: int8 accuracy drop (fraction) on the labelled fidelity images that triggers
             the per-layer report.
-        keep_failed: write variants that fail verification (marked ``passed: false``) instead of stopping.
+        keep_failed: also write variants that fail verification (marked ``passed: false``); without it they
+            are left out and the passing ones are still written.
         seed: sampling and QAT seed.
     """
 
