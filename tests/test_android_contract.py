@@ -93,7 +93,7 @@ def test_calibrated_run_metadata_has_every_calibration_field_kotlin_reads():
     import numpy as np
 
     from edge_derm import calibration
-    from edge_derm.converters.metadata import build_metadata
+    from edge_derm.converters.metadata import build_metadata, tensor_io
     from edge_derm.runtime import inspect_tflite
 
     rng = np.random.default_rng(0)
@@ -102,8 +102,8 @@ def test_calibrated_run_metadata_has_every_calibration_field_kotlin_reads():
                             {"MM": "malignant", "Nev": "benign", "BCC": "malignant"}, target=0.9,
                             train_counts=[10, 30, 5])
     run_cfg = {"classes": ["MM", "Nev", "BCC"], "image_size": 32, "taxonomy": "native", "calibration": block}
-    info = inspect_tflite(_tiny_tflite())
-    meta = build_metadata(run_config=run_cfg, run_dir="r", quantization="fp32", info=info, verification={},
+    io = tensor_io(inspect_tflite(_tiny_tflite()))
+    meta = build_metadata(run_config=run_cfg, run_dir="r", quantization="fp32", io=io, verification={},
                           config_hash="h", versions={})
     reads = kotlin_reads(KOTLIN / "core/ModelMetadata.kt")
     calib_fields = sorted(f for f in reads["opt"] if f.startswith("output_calibration."))
