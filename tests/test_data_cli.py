@@ -76,7 +76,7 @@ def test_build_native_taxonomy(tmp, capsys):
     (["data", "build", "folder", "{tmp}/nope", "--out", "{tmp}/ds"], ["dataset root not found"]),
     (["data", "build", "ham10000", "{tmp}", "--out", "{tmp}/ds"], ["HAM10000_metadata.csv not found"]),
     (["data", "build", "folder", "{tmp}", "--out", "{tmp}/ds", "--taxonomy", "icd"], ["unknown taxonomy 'icd'",
-                                                                                       "dermai13, native"]),
+                                                                                       "dermai13, dermofit10, edra5, native"]),
     (["data", "build", "derm7pt", "{tmp}", "--out", "{tmp}/ds"], ["--modality clinic or derm"]),
     (["data", "build", "ham10000", "{tmp}", "--out", "{tmp}/ds", "--modality", "derm"], ["does not take --modality"]),
     (["data", "build", "folder", "{tmp}", "--out", "{tmp}/ds", "--test-fraction", "0.6", "--val-fraction", "0.5"],

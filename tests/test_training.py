@@ -217,7 +217,7 @@ def test_unfreeze_full_config(tr_datasets):
     assert full.schedule()["kind"] == "full" and full.schedule()["lr"] == {"head": 1e-3, "backbone": 1e-3}
     explicit = TrainConfig(data=d, backbone="tiny", weights="none", unfreeze="full", lr_head=5e-4)
     assert (explicit.lr_head, explicit.lr_backbone) == (5e-4, 1e-3)  # a given value is kept
-    paper = TrainConfig(data=d, backbone="tiny", weights="none")
+    paper = TrainConfig(data=d, backbone="tiny", weights="none", recipe="paper")
     assert paper.unfreeze == "blockwise" and (paper.lr_head, paper.lr_backbone) == (1e-4, 1e-5)
     # a saved config reloads to the same one
     assert TrainConfig.from_dict(full.to_dict()).to_dict() == full.to_dict()
