@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--taxonomy", "dermai13", "--val-fraction", "0.1", "--force"])
     run = args.run.resolve() if args.run else out / "run"
     if args.run is None and (args.force or not (run / "model.keras").is_file()):
-        edge_derm_cli(["train", "--data", str(data), "--backbone", "mobilenet_v2", "--alpha", "0.35",
+        edge_derm_cli(["train", "--data", str(data), "--recipe", "paper", "--backbone", "mobilenet_v2", "--alpha", "0.35",
                        "--weights", str(args.shared / WEIGHTS), "--image-size", str(args.image_size),
                        "--epochs-per-block", "2", "--batch-multiple", "4", "--lr-head", "1e-3",
                        "--lr-backbone", "1e-4", "--out", str(run), "--force"])

@@ -84,7 +84,8 @@ def run_one(dataset: Path, label: str, weights: str, unfreeze: str, out: Path, a
     from edge_derm.training.trainer import train
 
     lrs = (args.lr_head, args.lr_backbone) if unfreeze == "blockwise" else (args.lr_scratch, args.lr_scratch)
-    cfg = TrainConfig(data=[str(dataset)], backbone="mobilenet_v2", alpha=0.35, image_size=args.image_size,
+    # recipe "paper": the options these figures were measured with (before recipes existed)
+    cfg = TrainConfig(data=[str(dataset)], recipe="paper", backbone="mobilenet_v2", alpha=0.35, image_size=args.image_size,
                       weights=weights, epochs_per_block=args.epochs_per_block, steps_per_epoch=args.steps_per_epoch,
                       bootstrap=args.bootstrap, seed=args.seed, deterministic=not args.no_deterministic,
                       lr_head=lrs[0], lr_backbone=lrs[1], unfreeze=unfreeze)

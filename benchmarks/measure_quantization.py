@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     weights_file = keras_home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
     weights = str(weights_file) if weights_file.is_file() else "imagenet"
     if a.force or not (mnv2 / "model.keras").is_file():
-        edge_derm_cli(["train", "--out", str(mnv2), "--backbone", "mobilenet_v2", "--alpha", "0.35",
+        edge_derm_cli(["train", "--out", str(mnv2), "--recipe", "paper", "--backbone", "mobilenet_v2", "--alpha", "0.35",
                        "--weights", weights, "--image-size", str(a.image_size),
                        "--epochs-per-block", str(a.epochs_per_block), *(["--blocks", a.blocks] if a.blocks else []),
                        *mnv2_lr, *train_common], env={"KERAS_HOME": str(keras_home)})
@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         size = a.effnet_image_size or a.image_size
         unfreeze = a.effnet_unfreeze or ("full" if a.effnet_weights == "none" else "blockwise")
         if a.force or not (eff / "model.keras").is_file():
-            edge_derm_cli(["train", "--out", str(eff), "--backbone", "efficientnet_b3", "--weights", a.effnet_weights,
+            edge_derm_cli(["train", "--out", str(eff), "--recipe", "paper", "--backbone", "efficientnet_b3",
+                           "--weights", a.effnet_weights,
                            "--image-size", str(size), "--unfreeze", unfreeze,
                            "--epochs-per-block", str(a.effnet_epochs or a.epochs_per_block),
                            *(["--blocks", a.blocks] if a.blocks and unfreeze == "blockwise" else []),
