@@ -227,3 +227,14 @@ def test_metadata_problems_name_each_fault():
         assert fragment in problems
     with pytest.raises(ModelError, match="has no edge-derm metadata"):
         export.check_metadata(None, "x.tflite")
+
+
+def test_every_android_xml_file_is_well_formed():
+    """AAPT stops the build at the first malformed resource; parse them all here."""
+    files = sorted(APP.rglob("*.xml"))
+    assert any(f.name == "activity_main.xml" for f in files)
+    for f in files:
+        try:
+            ET.parse(f)
+        except ET.ParseError as exc:
+            pytest.fail(f"{f.relative_to(REPO)}: {exc}")
