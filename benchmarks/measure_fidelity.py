@@ -143,24 +143,13 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
     ref_metrics = compute_metrics(y[is_test], ref[is_test], classes, triage=triage)
     # Latency: interleaved rounds, 1 thread, median of all timed invokes per file.
     image = np.asarray(sample.images[:1], dtype=np.float32)
-    times: dict[str, list[float]] = {name: [] for name in files}
-    for m in models.values():
-        m.set_input(image)
-        for _ in range(20):
-            m.invoke_raw()
-    for _ in range(rounds):
-        for name, m in models.items():
-            m.set_input(image)
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                m.invoke_raw()
-                times[name].append(time.perf_counter() - t0)
+    median_ms = interleaved_median_ms(models, image, rounds, runs)
     rows = []
-    fp32_ms = float(np.median(times["fp32"])) * 1000
+    fp32_ms = median_ms["fp32"]
     for name, path in files.items():
         fid = fidelity(ref, probs[name], classes, WATCH)
         met = compute_metrics(y[is_test], probs[name][is_test], classes, triage=triage)
-        ms = float(np.median(times[name])) * 1000
+        ms = median_ms[name]
         rows.append({
             "method": name, "file": str(path), "size_kib": round(path.stat().st_size / 1024, 1),
             "n": fid["n"], "top1_agreement": fid["top1_agreement"], "flips": fid["flips"],
@@ -207,24 +196,32 @@ def latency_sweep(sizes: list[int], out: Path, rounds: int, runs: int) -> list[d
                     print(f"  sweep {size} px: converted {name}", flush=True)
         models = {name: TFLiteModel(p, num_threads=1, check_hash=False) for name, p in paths.items()}
         image = np.random.default_rng(1).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
-        times: dict[str, list[float]] = {name: [] for name in models}
-        for m in models.values():
-            m.set_input(image)
-            for _ in range(20):
-                m.invoke_raw()
-        for _ in range(rounds):
-            for name, m in models.items():
-                for _ in range(runs):
-                    t0 = time.perf_counter()
-                    m.invoke_raw()
-                    times[name].append(time.perf_counter() - t0)
-        fp32 = float(np.median(times["fp32"])) * 1000
+        median_ms = interleaved_median_ms(models, image, rounds, runs)
+        fp32 = median_ms["fp32"]
         for name, m in models.items():
-            ms = float(np.median(times[name])) * 1000
+            ms = median_ms[name]
             rows.append({"size": size, "variant": name, "latency_ms": round(ms, 3), "vs_fp32": round(ms / fp32, 3),
                          "size_kib": round(paths[name].stat().st_size / 1024, 1), "ops": len(m.info.ops),
                          "edge_ops": [o.name for o in m.info.ops if o.name in ("QUANTIZE", "DEQUANTIZE")]})
     return rows
+
+
+def interleaved_median_ms(models: dict, image, rounds: int, runs: int) -> dict[str, float]:
+    """Median milliseconds per invoke of each model: 20 warm-up invokes each, then ``rounds`` rounds that
+    time ``runs`` invokes of every model in turn (interleaved, so load changes hit all models alike)."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for m in models.values():
+        m.set_input(image)
+        for _ in range(20):
+            m.invoke_raw()
+    for _ in range(rounds):
+        for name, m in models.items():
+            m.set_input(image)
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                m.invoke_raw()
+                times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) * 1000 for name, t in times.items()}
 
 
 def sweep_table(rows: list[dict]) -> str:

@@ -393,9 +393,10 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         with strategy.scope():
             head_vars, bb_vars = apply_schedule(model, spec, steps[k]["level"])
             warm = int(round(config.warmup_epochs * spe))
+            head_lr = lr_schedule(config.lr_head, config.lr_schedule, total, warm)
             step_fn = make_train_function(
                 model, head_vars, bb_vars,
-                lr_head=lr_schedule(config.lr_head, config.lr_schedule, total, warm),
+                lr_head=head_lr,
                 lr_backbone=lr_schedule(config.lr_backbone, config.lr_schedule, total, warm),
                 global_batch=batch, label_smoothing=config.label_smoothing, strategy=strategy)
         momentum = FULL_BN_MOMENTUM if config.unfreeze == "full" else config.bn_momentum
@@ -431,7 +432,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
                 with strategy.scope():
                     recalibrate_batchnorm(model, data, config)
             row: dict[str, Any] = {"step": k, "block": block, "epoch": epoch,
-                                   "lr_end": _lr_at(config, config.lr_head, epoch * spe - 1, total, spe),
+                                   "lr_end": float(head_lr(epoch * spe - 1)) if callable(head_lr) else float(head_lr),
                                    "loss": float(np.mean(losses)), "accuracy": correct / (batch * len(losses))}
             if with_val:
                 probs = predict(model, data.val[0], config.image_size, config.resize_mode, description="validating")
@@ -534,17 +535,6 @@ def _augment(config: TrainConfig):
     if not config.augment:
         return AugmentConfig.off()
     return AugmentConfig(brightness=tuple(config.brightness) if config.brightness else None)
-
-
-def _lr_at(config: TrainConfig, base: float, step: int, total: int, spe: int) -> float:
-    """The learning rate of ``lr_schedule`` at batch ``step`` of a schedule step (for history.csv)."""
-    if config.lr_schedule == "constant":
-        return float(base)
-    warm = int(round(config.warmup_epochs * spe))
-    if step < warm:
-        return float(base * (step + 1) / max(warm, 1))
-    progress_ = min(max((step - warm) / max(total - warm, 1), 0.0), 1.0)
-    return float(0.5 * base * (1 + math.cos(math.pi * progress_)))
 
 
 def _macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
