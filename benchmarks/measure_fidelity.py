@@ -169,9 +169,43 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
                   "fp32_margin_median": round(float(np.median(margin)), 4)}
 
 
-def latency_sweep(sizes: list[int], out: Path, rounds: int, runs: int) -> list[dict]:
-    """fp32 vs int8 (uint8 I/O, int8 I/O) latency of MobileNetV2 alpha 0.35 with the paper's head, random
-    weights (latency does not depend on the values), at each input size; interleaved, 1 thread."""
+def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> dict:
+    """QAT against its float control: the run's model fine-tuned with QAT's exact schedule in float
+    (``benchmarks.measure_quantization.float_control``). QAT changes the weights, so its file is compared
+    with the model that had the same extra training without quantisation: top-1 agreement on every image
+    and macro F1 on the test split (QAT's file, its control in Keras, and the fp32 run it started from)."""
+    from edge_derm.benchmarks.measure_quantization import float_control
+    from edge_derm.converters.calibration import sample_images
+    from edge_derm.converters.verify import fidelity
+    from edge_derm.data.manifest import Manifest
+    from edge_derm.data.taxonomy import load_taxonomy
+    from edge_derm.evaluation.metrics import compute_metrics
+    from edge_derm.runtime import TFLiteModel
+    from edge_derm.training.evaluate import read_run
+
+    cfg = read_run(run)
+    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    sample = sample_images(data, classes, size, resize, n=None, splits=("all",), purpose="fidelity", compact=True)
+    is_test = np.array([r.split == "test" for r in Manifest.load(data).records])
+    triage = load_taxonomy(cfg.get("taxonomy", "native")).triage
+    control, summary = float_control(run, epochs, None)
+    images = np.asarray(sample.images, dtype=np.float32)
+    p_control = control.predict(images, batch_size=64, verbose=0)
+    p_qat = TFLiteModel(qat_file, num_threads=2, check_hash=False).predict(sample.images)
+    fid = fidelity(p_control, p_qat, classes, WATCH)
+    y = sample.labels
+    f1 = {name: compute_metrics(y[is_test], p[is_test], classes, triage=triage)["macro_f1"]
+          for name, p in (("control", p_control), ("qat", p_qat))}
+    return {"epochs": epochs, "control_training": summary, "top1_agreement": fid["top1_agreement"],
+            "flips": fid["flips"], "watch": {c: {"flipped": w["flipped"], "n": w["n"], "flip_rate": w["flip_rate"]}
+                                             for c, w in fid["watch"].items()},
+            "macro_f1_control": f1["control"], "macro_f1_qat": f1["qat"],
+            "delta_macro_f1_pp": round(100 * (f1["qat"] - f1["control"]), 2)}
+
+
+def latency_sweep(sizes: list[int], out: Path, rounds: int, runs: int, widths: tuple[float, ...] = (0.35,)) -> list[dict]:
+    """fp32 vs int8 (uint8 I/O, int8 I/O) latency and size of MobileNetV2 with the paper's head, random
+    weights (latency does not depend on the values), at each input size and width; interleaved, 1 thread."""
     import tf_keras as keras
 
     from edge_derm.converters import tflite as tfl
@@ -180,30 +214,115 @@ def latency_sweep(sizes: list[int], out: Path, rounds: int, runs: int) -> list[d
     from edge_derm.runtime import TFLiteModel
 
     rows = []
-    for size in sizes:
-        folder = out / f"sweep-{size}"
+    for size, alpha in [(s, a) for a in widths for s in sizes]:
+        folder = out / (f"sweep-{size}" if alpha == 0.35 else f"sweep-{size}-a{alpha}")
         folder.mkdir(parents=True, exist_ok=True)
         variants = {"fp32": ("fp32", "float32"), "int8 (uint8 I/O)": ("int8", "uint8"),
                     "int8 (int8 I/O)": ("int8", "int8"), "int8 (float I/O)": ("int8", "float32")}
         paths = {name: folder / f"{name.replace(' ', '_').replace('/', '')}.tflite" for name in variants}
         if not all(p.is_file() for p in paths.values()):
             keras.utils.set_random_seed(0)
-            model = build_classifier("mobilenet_v2", 7, image_size=size, alpha=0.35, weights="none")
+            model = build_classifier("mobilenet_v2", 7, image_size=size, alpha=alpha, weights="none")
             calib = np.random.default_rng(0).uniform(0, 255, (16, size, size, 3)).astype(np.float32)
             for name, (mode, io) in variants.items():
                 if not paths[name].is_file():
                     paths[name].write_bytes(tfl.convert(model, get_preset(mode), io, calib if mode == "int8" else None))
-                    print(f"  sweep {size} px: converted {name}", flush=True)
+                    print(f"  sweep {size} px, alpha {alpha}: converted {name}", flush=True)
         models = {name: TFLiteModel(p, num_threads=1, check_hash=False) for name, p in paths.items()}
         image = np.random.default_rng(1).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
         median_ms = interleaved_median_ms(models, image, rounds, runs)
         fp32 = median_ms["fp32"]
         for name, m in models.items():
             ms = median_ms[name]
-            rows.append({"size": size, "variant": name, "latency_ms": round(ms, 3), "vs_fp32": round(ms / fp32, 3),
+            rows.append({"size": size, "alpha": alpha, "variant": name, "latency_ms": round(ms, 3), "vs_fp32": round(ms / fp32, 3),
                          "size_kib": round(paths[name].stat().st_size / 1024, 1), "ops": len(m.info.ops),
                          "edge_ops": [o.name for o in m.info.ops if o.name in ("QUANTIZE", "DEQUANTIZE")]})
     return rows
+
+
+def sensitivity(run: Path, data: Path, weights: Path | None, n: int = 512, top: int = 8, seed: int = 0) -> dict:
+    """Why post-training int8 tops out: how much the float model's output moves under weight noise of
+    about int8's size, per layer, with no quantiser involved.
+
+    On ``n`` stratified images of the dataset (all splits): top-1 agreement of the fp32 Keras model with
+    itself after (a) multiplicative Gaussian noise of 1 % on one convolution kernel at a time (per-channel
+    int8 rounds a kernel's weights by up to 0.4 % of its channel's largest one, more for small weights),
+    (b) 0.1 % noise on every kernel at once and (c) input noise of 0.5 grey levels. The ``top`` most
+    sensitive layers are also perturbed in the ImageNet backbone the run started from (``weights``), and
+    the relative change of its pooled features is reported beside the fine-tuned model's: a layer that is
+    fragile before fine-tuning is fragile by architecture, not by training.
+    """
+    import tf_keras as keras
+
+    from edge_derm.converters.calibration import sample_images
+    from edge_derm.models import build_classifier
+    from edge_derm.training.evaluate import read_run
+
+    cfg = read_run(run)
+    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    images = sample_images(data, classes, size, resize, n=n, seed=seed, splits=("all",), purpose="sensitivity").images
+    images = np.asarray(images, dtype=np.float32)
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    rng = np.random.default_rng(seed)
+
+    def agree(m) -> float:
+        return float((m.predict(images, batch_size=128, verbose=0).argmax(1) == ref).mean())
+
+    ref = model.predict(images, batch_size=128, verbose=0).argmax(1)
+    kernels = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")]
+    per_layer = []
+    for layer in kernels:
+        saved = layer.get_weights()
+        layer.set_weights([saved[0] * (1 + rng.normal(0, 0.01, saved[0].shape)).astype(np.float32), *saved[1:]])
+        per_layer.append({"layer": layer.name, "agreement": agree(model)})
+        layer.set_weights(saved)
+    per_layer.sort(key=lambda r: r["agreement"])
+    saved_all = [layer.get_weights() for layer in kernels]
+    for layer, w in zip(kernels, saved_all):
+        layer.set_weights([w[0] * (1 + rng.normal(0, 0.001, w[0].shape)).astype(np.float32), *w[1:]])
+    all_layers = agree(model)
+    for layer, w in zip(kernels, saved_all):
+        layer.set_weights(w)
+    noisy = np.clip(images + rng.normal(0, 0.5, images.shape), 0, 255).astype(np.float32)
+    input_noise = float((model.predict(noisy, batch_size=128, verbose=0).argmax(1) == ref).mean())
+
+    def feature_change(m, name: str) -> float:
+        feats = keras.Model(m.inputs, m.get_layer("head_conv").input)
+        base = feats.predict(images, batch_size=128, verbose=0).mean((1, 2))
+        layer = m.get_layer(name)
+        saved = layer.get_weights()
+        layer.set_weights([saved[0] * (1 + np.random.default_rng(seed).normal(0, 0.01, saved[0].shape)).astype(np.float32),
+                           *saved[1:]])
+        moved = feats.predict(images, batch_size=128, verbose=0).mean((1, 2))
+        layer.set_weights(saved)
+        return float((np.linalg.norm(moved - base, axis=1) / np.maximum(np.linalg.norm(base, axis=1), 1e-12)).mean())
+
+    init = None
+    if weights is not None and cfg.get("backbone") == "mobilenet_v2":
+        init = build_classifier("mobilenet_v2", len(classes), image_size=size, alpha=cfg.get("alpha"), weights=str(weights))
+    names = {layer.name for layer in model.layers}
+    for row in per_layer[:top]:
+        if row["layer"].startswith("head_") or "head_conv" not in names:  # features: what enters the head
+            continue
+        row["feature_change"] = feature_change(model, row["layer"])
+        if init is not None:
+            row["feature_change_imagenet"] = feature_change(init, row["layer"])
+    return {"n_images": len(images), "per_layer": per_layer, "all_kernels_0.1pct": all_layers,
+            "input_noise_0.5": input_noise}
+
+
+def sensitivity_table(sens: dict, top: int = 8) -> str:
+    out = (f"On {sens['n_images']} images, no quantiser involved: the fp32 Keras model's top-1 agreement with itself "
+           f"after 0.1 % weight noise on every kernel: {100 * sens['all_kernels_0.1pct']:.1f} %; after input noise of "
+           f"0.5 grey levels: {100 * sens['input_noise_0.5']:.1f} %. The most sensitive layers under 1 % noise on "
+           "their kernel alone (feature change: mean relative change of the pooled backbone features, fine-tuned "
+           "model / the ImageNet backbone it started from):\n\n"
+           "| layer | top-1 agreement | feature change (fine-tuned) | feature change (ImageNet) |\n|---|--:|--:|--:|\n")
+    for r in sens["per_layer"][:top]:
+        fc, fi = r.get("feature_change"), r.get("feature_change_imagenet")
+        out += (f"| {r['layer']} | {100 * r['agreement']:.1f} % | {'-' if fc is None else f'{100 * fc:.1f} %'} | "
+                f"{'-' if fi is None else f'{100 * fi:.1f} %'} |\n")
+    return out
 
 
 def interleaved_median_ms(models: dict, image, rounds: int, runs: int) -> dict[str, float]:
@@ -225,9 +344,13 @@ def interleaved_median_ms(models: dict, image, rounds: int, runs: int) -> dict[s
 
 
 def sweep_table(rows: list[dict]) -> str:
-    out = "| input | variant | ms (1 thread) | x fp32 | size KiB | QUANTIZE/DEQUANTIZE ops |\n|--:|---|--:|--:|--:|--:|\n"
-    return out + "\n".join(f"| {r['size']} | {r['variant']} | {r['latency_ms']:.3f} | {r['vs_fp32']:.2f} | "
-                            f"{r['size_kib']:.0f} | {len(r['edge_ops'])} |" for r in rows) + "\n"
+    fp32_kib = {(r["size"], r.get("alpha", 0.35)): r["size_kib"] for r in rows if r["variant"] == "fp32"}
+    out = ("| alpha | input | variant | ms (1 thread) | x fp32 | size KiB | size x fp32 | QUANTIZE/DEQUANTIZE ops |\n"
+           "|--:|--:|---|--:|--:|--:|--:|--:|\n")
+    return out + "\n".join(f"| {r.get('alpha', 0.35)} | {r['size']} | {r['variant']} | {r['latency_ms']:.3f} | "
+                            f"{r['vs_fp32']:.2f} | {r['size_kib']:.0f} | "
+                            f"{r['size_kib'] / fp32_kib[(r['size'], r.get('alpha', 0.35))]:.2f} | "
+                            f"{len(r['edge_ops'])} |" for r in rows) + "\n"
 
 
 def goals(rows: list[dict], sweep: list[dict]) -> dict:
@@ -241,10 +364,10 @@ def goals(rows: list[dict], sweep: list[dict]) -> dict:
         out[f"{key}_agreement_ge_99"] = r["top1_agreement"] >= 0.99
         out[f"{key}_mm_bcc_changed_le_1pct"] = all(w["flip_rate"] <= 0.01 for w in r["watch"].values())
         out[f"{key}_macro_f1_within_1pp"] = abs(r["delta_macro_f1_pp"]) <= 1.0
-    by = {(r["size"], r["variant"]): r for r in sweep}
+    by = {(r["size"], r["variant"]): r for r in sweep if r.get("alpha", 0.35) == 0.35}
     if (224, "int8 (uint8 I/O)") in by:
         out["int8_le_0.6x_fp32_at_224"] = by[(224, "int8 (uint8 I/O)")]["vs_fp32"] <= 0.6
-    sizes = sorted({r["size"] for r in sweep})
+    sizes = sorted({r["size"] for r in sweep if r.get("alpha", 0.35) == 0.35})
     if sizes:
         out["int8_never_slower_than_fp32"] = all(by[(s, "int8 (uint8 I/O)")]["vs_fp32"] <= 1.0 for s in sizes)
     return out
@@ -292,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--sweep", default="128,224", help="input sizes of the fp32/int8 latency sweep ('' for none)")
+    ap.add_argument("--widths", default="0.35,0.5,1.0", help="MobileNetV2 widths of the sweep's size/latency rows")
+    ap.add_argument("--recipe", default="recommended",
+                    help="training recipe of the run (paper: with the README's former tuned flags, 2 epochs per "
+                         "block, 4 images per class, lr 1e-3 / 1e-4)")
+    ap.add_argument("--skip-sensitivity", action="store_true")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     out = args.out.resolve()
@@ -302,10 +430,11 @@ def main(argv: list[str] | None = None) -> int:
                        "--taxonomy", "dermai13", "--val-fraction", "0.1", "--force"])
     run = args.run.resolve() if args.run else out / "run"
     if args.run is None and (args.force or not (run / "model.keras").is_file()):
-        edge_derm_cli(["train", "--data", str(data), "--recipe", "paper", "--backbone", "mobilenet_v2", "--alpha", "0.35",
-                       "--weights", str(args.shared / WEIGHTS), "--image-size", str(args.image_size),
-                       "--epochs-per-block", "2", "--batch-multiple", "4", "--lr-head", "1e-3",
-                       "--lr-backbone", "1e-4", "--out", str(run), "--force"])
+        tuned = (["--epochs-per-block", "2", "--batch-multiple", "4", "--lr-head", "1e-3", "--lr-backbone", "1e-4"]
+                 if args.recipe == "paper" else [])
+        edge_derm_cli(["train", "--data", str(data), "--recipe", args.recipe, "--backbone", "mobilenet_v2",
+                       "--alpha", "0.35", "--weights", str(args.shared / WEIGHTS), "--image-size", str(args.image_size),
+                       *tuned, "--out", str(run), "--force"])
     common = ["--verify-data", str(data), "--keep-failed", "--force", "--calibration-size", str(args.calibration_size)]
     stages = {
         "default": ["--quantize", "fp32", "--quantize", "fp16", "--quantize", "dynamic", "--quantize", "int8"],
@@ -330,7 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     cpu = cpu_flags()
     rows, info = measure(files, run, data, args.rounds, args.runs)
     sizes = [int(x) for x in args.sweep.split(",") if x.strip()]
-    sweep = latency_sweep(sizes, out, args.rounds, args.runs) if sizes else []
+    widths = tuple(float(x) for x in args.widths.split(",") if x.strip()) or (0.35,)
+    sweep = latency_sweep(sizes, out, args.rounds, args.runs, widths) if sizes else []
+    sens = None if args.skip_sensitivity else sensitivity(run, data, args.shared / WEIGHTS)
+    control = None if args.skip_qat else qat_vs_control(run, data, out / "convert-qat/model.qat.tflite")
     verified = {}
     for stage in stages:
         doc = json.loads((out / f"convert-{stage}/model.json").read_text())
@@ -339,10 +471,13 @@ def main(argv: list[str] | None = None) -> int:
                                "recipe": v.get("recipe", {}).get("name")} for m, v in doc["variants"].items()}
     result = {"kind": "measure_fidelity", "run": str(run), "data": str(data), "image_size": args.image_size,
               "min_agreement": args.min_agreement, "rows": rows, **info, "search": search["search"],
-              "goals": goals(rows, sweep), "convert_verification": verified, "latency_sweep": sweep, "machine": machine(), "cpu_isa": cpu, "load_average": os.getloadavg(),
+              "goals": goals(rows, sweep), "sensitivity": sens, "qat_vs_control": control,
+              "convert_verification": verified, "latency_sweep": sweep, "machine": machine(), "cpu_isa": cpu, "load_average": os.getloadavg(),
               "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
+    train_cfg = json.loads((run / "config.json").read_text()).get("train", {})
     md = (f"# int8 fidelity methods: MobileNetV2 alpha 0.35, {args.image_size} px, ham10000-dev\n\n"
+          f"Model: `{run.name}`, recipe {train_cfg.get('recipe') or 'paper (legacy)'}.\n\n"
           f"Fidelity against the fp32 file on all {info['n_images']} images; macro F1 on the {info['n_test']} test "
           f"images (fp32: {100 * info['fp32_macro_f1_test']:.1f} %); "
           f"fp32 top-1 margin (p1 - p2): median {info['fp32_margin_median']}, share of images below 0.05 / 0.1 / 0.2: "
@@ -352,8 +487,16 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.1f}; SIMD flags: {' '.join(cpu['simd'])}.\n\n" + table(rows)
           + f"\n## The recipes `convert --min-agreement {args.min_agreement}` tried (bar met: {search['search']['met']})\n\n"
           + search_table(search["search"])
-          + ("\n## fp32 vs int8 latency by input size (MobileNetV2 alpha 0.35, random weights)\n\n" + sweep_table(sweep)
-             if sweep else "")
+          + ("" if control is None else
+             f"\n## QAT against its float control\n\nThe run's model fine-tuned {control['epochs']} epoch(s) with QAT's "
+             f"schedule in float (the control) vs the QAT file: top-1 agreement {100 * control['top1_agreement']:.2f} % "
+             f"({control['flips']} images), MM changed {control['watch']['MM']['flipped']}/{control['watch']['MM']['n']}, "
+             f"BCC changed {control['watch']['BCC']['flipped']}/{control['watch']['BCC']['n']}; macro F1 on test: "
+             f"control {100 * control['macro_f1_control']:.1f} %, QAT {100 * control['macro_f1_qat']:.1f} % "
+             f"({control['delta_macro_f1_pp']:+.1f} pp).\n")
+          + ("" if sens is None else "\n## Why post-training int8 tops out: float sensitivity\n\n" + sensitivity_table(sens))
+          + ("\n## fp32 vs int8 latency and size by input size and width (MobileNetV2, random weights)\n\n"
+             + sweep_table(sweep) if sweep else "")
           + "\n## Goals\n\n" + "".join(f"- {k}: {'met' if v else 'NOT met'}\n" for k, v in goals(rows, sweep).items()))
     (out / "fidelity.md").write_text(md)
     print(md)

@@ -309,3 +309,23 @@ def test_search_that_misses_the_bar_keeps_the_best_only_when_asked(collapse_run,
     best = max(t["top1_agreement"] for t in tried if "top1_agreement" in t)
     assert meta["verification"]["top1_agreement"] == pytest.approx(best, abs=1e-6)
     assert meta["verification"]["passed"] is False and (tmp_path / "o" / "model.int8.tflite").is_file()
+
+
+def test_measure_fidelity_sensitivity_and_tables(cv_run, cv_dataset):
+    """The float-sensitivity diagnostic perturbs one kernel at a time (every kernel has a row, most
+    sensitive first, agreement a fraction of the images) and its table and the width sweep format."""
+    from edge_derm.benchmarks import measure_fidelity as mf
+    from edge_derm.models import load_model
+
+    sens = mf.sensitivity(cv_run, cv_dataset, None, n=12, top=2)
+    kernels = [layer.name for layer in load_model(cv_run / "model.keras").layers
+               if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")]
+    assert sorted(r["layer"] for r in sens["per_layer"]) == sorted(kernels)
+    agreements = [r["agreement"] for r in sens["per_layer"]]
+    assert agreements == sorted(agreements) and all(a * sens["n_images"] == round(a * sens["n_images"]) for a in agreements)
+    assert "feature_change" in sens["per_layer"][0] or sens["per_layer"][0]["layer"].startswith("head_")
+    assert "feature_change_imagenet" not in sens["per_layer"][0]  # no ImageNet weights given
+    assert f"| {sens['per_layer'][0]['layer']} | " in mf.sensitivity_table(sens, top=2)
+    sweep = [{"size": 128, "alpha": a, "variant": v, "latency_ms": 1.0, "vs_fp32": 1.0, "size_kib": kib, "edge_ops": []}
+             for a, v, kib in ((0.5, "fp32", 400.0), (0.5, "int8 (uint8 I/O)", 100.0))]
+    assert "| 0.5 | 128 | int8 (uint8 I/O) | 1.000 | 1.00 | 100 | 0.25 | 0 |" in mf.sweep_table(sweep)
