@@ -101,6 +101,19 @@ class BenchmarkConfig:
     adb: str = "adb"
     eval_threads: int | None = None
 
+    def inputs(self) -> list[Path]:
+        """What the benchmark reads (``--out`` may not be, hold or lie inside any of it): the models and
+        their folders, the dataset folder and its images, the reference, the benchmark binary."""
+        from edge_derm.data.manifest import Manifest
+
+        inputs = [*self.models, self.reference, self.benchmark_binary]
+        if self.data is not None:
+            try:
+                inputs += Manifest.load(self.data).inputs()
+            except Exception:  # noqa: BLE001 - a bad dataset is reported where it is read
+                inputs.append(self.data)
+        return [p for p in inputs if p is not None]
+
     def __post_init__(self) -> None:
         self.models = [Path(m) for m in self.models]
         if not self.models:

@@ -73,7 +73,7 @@ def results_json(result: BenchmarkResult) -> dict[str, Any]:
 
 def write_results(out: Path, result: BenchmarkResult, force: bool = False) -> list[Path]:
     """Write ``results.csv``, ``results.json`` and the plots into ``out`` (atomically; --force to replace)."""
-    with staged_dir(out, force) as tmp:
+    with staged_dir(out, force, result.config.inputs()) as tmp:
         atomic_write_text(tmp / "results.csv", results_csv(result.rows))
         write_json(tmp / "results.json", results_json(result))
         written = write_plots(tmp, result.rows)

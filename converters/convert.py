@@ -192,6 +192,20 @@ def _dataset_dir(run_cfg: dict[str, Any]) -> Path | None:
     return Path(data[-1]["dir"]) if data and data[-1].get("dir") else None
 
 
+def convert_inputs(cfg: ConvertConfig, run: Path, run_cfg: dict[str, Any]) -> list[Path]:
+    """What convert reads (``--out`` may not be, hold or lie inside any of it): the run's files, and the
+    dataset folders (run data, ``--calibration``, ``--verify-data``) with their images."""
+    from edge_derm.data.manifest import Manifest
+
+    inputs = [run / name for name in ("model.keras", "config.json", "metrics.json", "checkpoints", "history.csv")]
+    for d in {_dataset_dir(run_cfg), cfg.calibration, cfg.verify_data} - {None}:
+        try:
+            inputs += Manifest.load(d).inputs()
+        except Exception:  # noqa: BLE001 - an unreadable dataset is reported where it is used
+            inputs.append(Path(d))
+    return inputs
+
+
 def _pick_dataset(cfg: ConvertConfig, run_cfg: dict[str, Any], purpose: str) -> Path:
     run_data = _dataset_dir(run_cfg)
     if purpose == "verification" and run_data is not None and run_data.is_dir():
@@ -325,7 +339,7 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
     """
     run = cfg.run.resolve()
     run_cfg = load_run(run)
-    check_output_dir(cfg.out, cfg.force)  # fail before the slow part
+    check_output_dir(cfg.out, cfg.force, convert_inputs(cfg, run, run_cfg))  # fail before the slow part
     if cfg.verify_data is not None:
         check_verify_data(cfg.verify_data, run_cfg)
     classes = list(run_cfg["classes"])
@@ -353,7 +367,7 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
         pass
 
     try:
-        with staged_dir(cfg.out, cfg.force) as tmp:
+        with staged_dir(cfg.out, cfg.force, convert_inputs(cfg, run, run_cfg)) as tmp:
             ctx = _Context(cfg, run, run_cfg, model, tmp)
             ctx.fid, ctx.keras_probs, ctx.calib = fid, keras_probs, calib
             for mode in cfg.modes:

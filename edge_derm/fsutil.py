@@ -8,9 +8,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-from edge_derm.errors import OutputExistsError
+from edge_derm.errors import ConfigError, OutputExistsError
 
 
 def _umask() -> int:
@@ -21,9 +21,42 @@ def _umask() -> int:
     return mask
 
 
-def check_output_dir(out: Path, force: bool) -> None:
-    """Raise OutputExistsError if ``out`` exists (and is not empty) and ``force`` is false."""
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def check_not_input(out: Path, inputs: Iterable[str | os.PathLike | None]) -> None:
+    """Refuse an output folder that is, holds or lies inside an input (what ``--force`` would delete).
+
+    ``inputs``: the files and folders the command reads (None entries are skipped). A folder input
+    counts as read whole: an output inside it is refused too (a later scan of the folder would read
+    the output, and ``--force`` would delete what lies under it). Symbolic links are resolved.
+
+    Raises:
+        ConfigError: one line naming the output, the input and the way out.
+    """
+    o = _real(out)
+    for item in inputs:
+        if item is None:
+            continue
+        p = _real(item)
+        if o == p:
+            how = "is"
+        elif p.is_relative_to(o):
+            how = "holds"
+        elif o.is_relative_to(p) and p.is_dir():
+            how = "lies inside"
+        else:
+            continue
+        raise ConfigError(f"output folder {out} {how} the input {item}; writing it (or --force) would destroy the "
+                          "input: choose an --out outside the inputs")
+
+
+def check_output_dir(out: Path, force: bool, inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Raise ConfigError if ``out`` is, holds or lies inside one of ``inputs`` (:func:`check_not_input`),
+    OutputExistsError if ``out`` exists (and is not empty) and ``force`` is false."""
     out = Path(out)
+    check_not_input(out, inputs)
     if out.exists() and not force:
         if out.is_dir() and not any(out.iterdir()):
             return
@@ -31,13 +64,14 @@ def check_output_dir(out: Path, force: bool) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(out: Path, force: bool = False) -> Iterator[Path]:
+def staged_dir(out: Path, force: bool = False, inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` atomically.
 
-    On any exception the temporary folder is removed and ``out`` is left as it was.
+    ``out`` may not be, hold or lie inside one of ``inputs`` (:func:`check_not_input`). On any
+    exception the temporary folder is removed and ``out`` is left as it was.
     """
     out = Path(out)
-    check_output_dir(out, force)
+    check_output_dir(out, force, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     os.chmod(tmp, 0o777 & ~_umask())

@@ -51,12 +51,12 @@ def benchmark(
     from edge_derm.benchmarks.report import TABLE_COLUMNS, failure_notes, table_rows
     from edge_derm.fsutil import check_output_dir
 
-    if out is not None:
-        check_output_dir(out, force)  # fail before minutes of measuring, not after
     config = BenchmarkConfig(models=models, data=data, split=split.value, device=device.value,
                              threads=_threads(threads), warmup=warmup, runs=runs, reference=reference,
                              gates=list(max_drop), serials=list(serial), benchmark_binary=benchmark_binary,
                              use_gpu=use_gpu, use_nnapi=use_nnapi, cpu_mask=cpu_mask, timeout=timeout)
+    if out is not None:
+        check_output_dir(out, force, config.inputs())  # fail before minutes of measuring, not after
     result = run_benchmark(config)
 
     from rich.console import Console

@@ -27,7 +27,7 @@ from edge_derm.data.sources import SourceItem, read_source
 from edge_derm.data.split import check_fractions, split_groups
 from edge_derm.data.taxonomy import Taxonomy, load_taxonomy
 from edge_derm.errors import ConfigError, DataError
-from edge_derm.fsutil import atomic_write_text, check_output_dir, staged_dir
+from edge_derm.fsutil import atomic_write_text, check_not_input, check_output_dir, staged_dir
 from edge_derm.provenance import versions
 
 _log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
     tax = load_taxonomy(taxonomy)
     check_output_dir(out, force)  # fail before the (possibly long) scan
     items = read_source(source, root, **source_options)
+    check_not_input(out, [root])  # and before the image checks
     root = Path(os.path.abspath(root))
     data_root = root.parent if root.is_file() else root
     if not items:
@@ -193,7 +194,8 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
         "groups": len(set(groups)), "warnings": split_warnings,
         "image_sizes": _size_stats(sizes), "max_pixels": max_pixels, "versions": versions(),
     }
-    with staged_dir(out, force) as tmp:
+    # A folder root is read whole; a CSV root is read with the images it lists (wherever they are).
+    with staged_dir(out, force, [root] if root.is_dir() else [root, *paths]) as tmp:
         write_manifest(tmp, records, info)
         _write_skipped(tmp / "skipped.csv", skipped)
     _log.info("wrote %s: %d images, %d classes, %d skipped", out, len(records), len(classes), len(skipped))
@@ -258,8 +260,10 @@ def merge_datasets(dirs: Sequence[str | Path], out: str | Path, *, force: bool =
     out = Path(out)
     if len(dirs) < 2:
         raise ConfigError("merge needs at least two dataset folders")
-    check_output_dir(out, force)
+    check_output_dir(out, force, dirs)
     manifests = [Manifest.load(d) for d in dirs]
+    inputs = [p for m in manifests for p in m.inputs()]
+    check_not_input(out, inputs)
     taxonomies = {m.info.get("taxonomy") for m in manifests}
     if len(taxonomies) > 1:
         raise ConfigError(f"cannot merge datasets of different taxonomies ({', '.join(sorted(map(str, taxonomies)))}); "
@@ -329,7 +333,7 @@ def merge_datasets(dirs: Sequence[str | Path], out: str | Path, *, force: bool =
         "val_fraction": None, "groups": len({r.group for r in records}), "warnings": warnings,
         "versions": versions(),
     }
-    with staged_dir(out, force) as tmp:
+    with staged_dir(out, force, inputs) as tmp:
         write_manifest(tmp, records, info)
         _write_skipped(tmp / "skipped.csv", [])
     return Manifest.load(out)
@@ -346,8 +350,10 @@ def resplit_dataset(dir: str | Path, out: str | Path, *, test_fraction: float = 
     """
     out = Path(out)
     check_fractions(test_fraction, val_fraction)
-    check_output_dir(out, force)
+    check_output_dir(out, force, [dir])
     m = Manifest.load(dir)
+    inputs = m.inputs()
+    check_not_input(out, inputs)
     splits, warnings = split_groups([r.label for r in m.records], [r.group for r in m.records],
                                     test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
     records = [Record(r.path, r.label, r.source_label, r.source, r.group, s) for r, s in zip(m.records, splits)]
@@ -355,7 +361,7 @@ def resplit_dataset(dir: str | Path, out: str | Path, *, test_fraction: float = 
     info.update(root=str(m.root), split="random", seed=seed, test_fraction=test_fraction, val_fraction=val_fraction,
                 warnings=warnings, resplit_from={"dir": str(m.dir.resolve()), "hash": m.hash}, versions=versions())
     skipped = m.dir / "skipped.csv"
-    with staged_dir(out, force) as tmp:
+    with staged_dir(out, force, inputs) as tmp:
         write_manifest(tmp, records, info)
         atomic_write_text(tmp / "skipped.csv", skipped.read_text(encoding="utf-8") if skipped.is_file()
                           else ",".join(SKIPPED_COLUMNS) + "\n")

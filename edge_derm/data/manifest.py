@@ -115,6 +115,11 @@ class Manifest:
         """Absolute path of a manifest entry; DataError if it escapes the root."""
         return resolve_under(self.root, rel)
 
+    def inputs(self) -> list[Path]:
+        """What a command that reads this dataset reads: the dataset folder and every image it lists
+        (for :func:`edge_derm.fsutil.check_not_input`)."""
+        return [self.dir, *(self.resolve(r.path) for r in self.records)]
+
     def subset(self, split: str) -> list[Record]:
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edge_derm.errors import DataError, ModelError
-from edge_derm.fsutil import read_json, staged_dir
+from edge_derm.fsutil import check_output_dir, read_json, staged_dir
 
 
 def read_run(run: str | os.PathLike) -> dict[str, Any]:
@@ -71,6 +71,9 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
         raise DataError(f"{data} has no {split!r} images; choose another --split")
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[manifest.classes[k]] for k in labels], dtype=np.int64)
+    out = Path(out) if out is not None else run / f"eval-{Path(data).resolve().name}-{split}"
+    inputs = [run / "model.keras", run / "config.json", data, *paths]
+    check_output_dir(out, force, inputs)  # before the slow part
     model = load_model(run / "model.keras")
     probs = predict(model, paths, int(cfg["image_size"]), cfg.get("resize_mode", "nearest"), description="evaluating")
     metrics = score_with_calibration(y, probs, classes, cfg.get("triage") or _triage(cfg.get("taxonomy"), classes),
@@ -78,7 +81,6 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     metrics["split"] = split
     metrics["data"] = {"dir": str(Path(data).resolve()), "hash": manifest.hash}
     metrics["run"] = str(run.resolve())
-    out = Path(out) if out is not None else run / f"eval-{Path(data).resolve().name}-{split}"
-    with staged_dir(out, force) as tmp:
+    with staged_dir(out, force, inputs) as tmp:
         write_evaluation(tmp, metrics, title=f"{run.name} on {Path(data).resolve().name} ({split})")
     return metrics, out

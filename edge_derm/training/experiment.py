@@ -31,7 +31,7 @@ def run_experiment(plans: list[str], out: str | os.PathLike, *, params: dict[str
         raise ConfigError("no plans given; name at least one (e.g. a b c) or a .toml file")
     out = Path(out)
     if not resume:
-        check_output_dir(out, force)
+        check_output_dir(out, force, list((params or {}).values()))
     params = dict(params or {})
     jobs = []
     for name in plans:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_derm.errors import ConfigError, OutputExistsError
-from edge_derm.fsutil import atomic_write_text, read_json, write_json
+from edge_derm.fsutil import atomic_write_text, check_not_input, read_json, write_json
 from edge_derm.training.config import TrainConfig, config_diff
 
 _log = logging.getLogger(__name__)
@@ -182,6 +182,10 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
     from edge_derm.training.trainer import train
 
     out = Path(out)
+    if not resume:
+        from edge_derm.training.trainer import train_inputs
+
+        check_not_input(out, [i for stage in plan.stages for i in train_inputs(stage.config)])
     plan_path = out / "plan.json"
     plan_dict = plan.to_dict()
     plan_hash = hash_json([s["train"] for s in plan_dict["stages"]])

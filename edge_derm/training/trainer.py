@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_derm import progress
 from edge_derm.errors import ConfigError, ModelError, OutputExistsError
-from edge_derm.fsutil import atomic_write_text, read_json, write_json
+from edge_derm.fsutil import atomic_write_text, check_not_input, read_json, write_json
 from edge_derm.training.config import FULL_BN_MOMENTUM, TrainConfig, config_diff
 from edge_derm.training.data import TrainingData, carve_validation, load_data
 
@@ -229,6 +229,20 @@ def _imagenet_file(config: TrainConfig) -> str | None:
     return str(found) if found is not None else spec.weights_file(config.alpha, config.image_size)
 
 
+def train_inputs(config: TrainConfig, data: TrainingData | None = None) -> list[str]:
+    """What training reads: the dataset folders and their images, a weights file, a recipe file
+    (``--out`` may not be, hold or lie inside any of them)."""
+    inputs = list(config.data)
+    if data is not None:
+        for part in (data.train, data.val, data.test):
+            inputs += list(part[0]) if part is not None else []
+    if config.weights and str(config.weights).lower() not in ("imagenet", "none"):
+        inputs.append(str(config.weights))
+    if config.recipe and str(config.recipe).endswith(".toml"):
+        inputs.append(str(config.recipe))
+    return inputs
+
+
 def _prepare_folder(out: Path, rc: dict[str, Any], *, resume: bool, force: bool) -> dict[str, Any]:
     """Create, replace or reopen the run folder; returns the saved state ({} for a new run)."""
     if resume and force:
@@ -344,6 +358,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         _log.warning("select_best needs a validation split and the data has none (val_fraction 0): "
                      "the last epoch is kept")
     rc = run_config(config, data)
+    if not resume:
+        check_not_input(out, train_inputs(config, data))
     state = _prepare_folder(out, rc, resume=resume, force=force)
     ckpt_dir = out / "checkpoints"
     with_val = data.val is not None
