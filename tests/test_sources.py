@@ -59,6 +59,24 @@ def test_folder(root):
     _exists(root, items)
 
 
+def test_folder_symlinks_never_copy_or_relabel_images(root, caplog):
+    """A loop (``ln -s .. MM/up``), a link into another class's folder and a second link to one folder
+    are skipped with a warning; a link to images kept outside the dataset is followed."""
+    fake_folder(root, {"MM": 2, "Nev": 3})
+    outside = root.parent / "elsewhere"
+    fake_folder(outside, {"extra": 2})
+    (root / "MM" / "up").symlink_to("..")  # loop back to the root (would list every class as MM)
+    (root / "MM" / "nevi").symlink_to(root / "Nev")  # another class's folder
+    (root / "MM" / "more").symlink_to(outside / "extra")  # images kept elsewhere: followed
+    (root / "MM" / "more again").symlink_to(outside / "extra")  # the same folder twice: once
+    (root / "Nev" / "dup.png").symlink_to(root / "Nev" / "Nev_0.png")  # the same file twice: once
+    items = read_source("folder", root)
+    labels = Counter(it.source_label for it in items)
+    assert labels == {"MM": 2 + 2, "Nev": 3}, labels
+    assert not any("/up/" in it.path or "/nevi/" in it.path for it in items)
+    assert "symbolic links: skipped" in caplog.text
+
+
 def test_folder_empty_class_and_no_classes(root):
     root.mkdir()
     with pytest.raises(DataError, match="no class folders"):
