@@ -88,7 +88,7 @@ def test_build_native_taxonomy_and_val(tmp):
 
 def test_build_with_a_taxonomy_file(tmp):
     tax = tmp / "two classes.toml"
-    tax.write_text('name = "bm"\n[[classes]]\nid = "benign"\n[[classes]]\nid = "malignant"\ntriage = "malignant"\n'
+    tax.write_text('name = "bm"\n[[classes]]\nid = "benign"\ntriage = "benign"\n[[classes]]\nid = "malignant"\ntriage = "malignant"\n'
                    '[sources.ham10000]\nnv = "benign"\nbkl = "benign"\nmel = "malignant"\nbcc = "malignant"\n')
     fake_ham10000(tmp / "raw")
     m = build_dataset("ham10000", tmp / "raw", tmp / "ds", taxonomy=str(tax))

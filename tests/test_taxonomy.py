@@ -92,7 +92,7 @@ def test_unknown_taxonomy_lists_names():
 def test_taxonomy_file(tmp_path):
     p = tmp_path / "my tax.toml"
     p.write_text('name = "benign-malignant"\n'
-                 '[[classes]]\nid = "benign"\n[[classes]]\nid = "malignant"\ntriage = "malignant"\n'
+                 '[[classes]]\nid = "benign"\ntriage = "benign"\n[[classes]]\nid = "malignant"\ntriage = "malignant"\n'
                  '[sources.ham10000]\nnv = "benign"\nmel = "malignant"\n'
                  '[aliases]\nmole = "benign"\n')
     t = load_taxonomy(str(p))
@@ -101,12 +101,21 @@ def test_taxonomy_file(tmp_path):
     assert t.map("folder", "Mole") == "benign"
 
 
+B = 'triage = "benign"\n'
+
+
 @pytest.mark.parametrize("text, match", [
-    ('[[classes]]\nid = "a"\n[[classes]]\nid = "b"\n[sources.x]\nq = "c"\n', "unknown class"),
-    ('[[classes]]\nid = "a"\n', "at least 2 classes"),
-    ('[[classes]]\nid = "a"\n[[classes]]\nid = "a"\n', "defined twice"),
-    ('[[classes]]\nid = "a"\ntriage = "bad"\n[[classes]]\nid = "b"\n', "triage 'bad'"),
+    ('[[classes]]\nid = "a"\n' + B + '[[classes]]\nid = "b"\n' + B + '[sources.x]\nq = "c"\n', "unknown class"),
+    ('[[classes]]\nid = "a"\n' + B, "at least 2 classes"),
+    ('[[classes]]\nid = "a"\n' + B + '[[classes]]\nid = "a"\n' + B, "defined twice"),
+    ('[[classes]]\nid = "a"\ntriage = "bad"\n[[classes]]\nid = "b"\n' + B, "triage 'bad'"),
     ('[[classes]\n', "invalid TOML"),
+    # A typo must not make melanoma benign: unknown keys are errors, and triage is required.
+    ('[[classes]]\nid = "MM"\ntriag = "malignant"\n[[classes]]\nid = "b"\n' + B,
+     "class 'MM' has unknown key 'triag' \\(did you mean 'triage'\\?\\)"),
+    ('[[classes]]\nid = "MM"\n[[classes]]\nid = "b"\n' + B, "class 'MM' has no triage; set triage = one of"),
+    ('nmae = "x"\n[[classes]]\nid = "a"\n' + B + '[[classes]]\nid = "b"\n' + B,
+     "unknown key 'nmae' \\(did you mean 'name'\\?\\)"),
 ])
 def test_bad_taxonomy_files(tmp_path, text, match):
     p = tmp_path / "t.toml"

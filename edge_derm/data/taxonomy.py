@@ -92,7 +92,23 @@ def load_taxonomy(name: str) -> Taxonomy:
     return _from_dict(data, where, default_name=Path(name).stem)
 
 
+#: Keys a taxonomy file may hold (a typo is an error, never silently ignored).
+_TOP_KEYS = {"name", "description", "native", "classes", "sources", "aliases", "drop"}
+_CLASS_KEYS = {"id", "name", "triage", "note"}
+
+
+def _close(key: str, known: set[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def _from_dict(data: dict[str, Any], where: str, default_name: str) -> Taxonomy:
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}{_close(unknown[0], _TOP_KEYS)}; a taxonomy file "
+                          f"takes {', '.join(sorted(_TOP_KEYS))}")
     name = str(data.get("name", default_name))
     if data.get("native"):
         return Taxonomy(name=name, classes=[], native=True, description=str(data.get("description", "")))
@@ -105,7 +121,14 @@ def _from_dict(data: dict[str, Any], where: str, default_name: str) -> Taxonomy:
         cid = str(c["id"])
         if cid in descriptions:
             raise ConfigError(f"{where}: class {cid!r} is defined twice")
-        group = str(c.get("triage", "benign"))
+        bad = sorted(set(c) - _CLASS_KEYS)
+        if bad:
+            raise ConfigError(f"{where}: class {cid!r} has unknown key {bad[0]!r}{_close(bad[0], _CLASS_KEYS)}; "
+                              f"a class takes {', '.join(sorted(_CLASS_KEYS))}")
+        if "triage" not in c:
+            raise ConfigError(f"{where}: class {cid!r} has no triage; set triage = one of {', '.join(TRIAGE_GROUPS)} "
+                              "(a referral decision must never default to benign)")
+        group = str(c["triage"])
         if group not in TRIAGE_GROUPS:
             raise ConfigError(f"{where}: class {cid!r} has triage {group!r}; use one of {', '.join(TRIAGE_GROUPS)}")
         classes.append(cid)
