@@ -130,6 +130,13 @@ class BenchmarkConfig:
         if not self.threads or any(t < 1 for t in self.threads):
             raise ConfigError(f"--threads {self.threads} must be positive integers, e.g. --threads 1,2,4")
         self.threads = list(dict.fromkeys(self.threads))
+        if self.device == "cpu":
+            from edge_derm.runtime import check_threads
+
+            for t in self.threads:
+                check_threads(t)
+        elif any(t > 64 for t in self.threads):
+            raise ConfigError(f"--threads {max(self.threads)} is out of range for a phone; use 1 to 64")
         if self.warmup < 0:
             raise ConfigError(f"--warmup {self.warmup} must be 0 or more")
         if self.runs < 1:

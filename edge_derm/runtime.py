@@ -43,6 +43,23 @@ FLOAT_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 _QUANTIZE, _DEQUANTIZE = 114, 6  # BuiltinOperator codes of the conversion ops at the model's edges
 
 
+def max_threads() -> int:
+    """The most interpreter threads accepted on this machine: 4 x its CPUs (far more crashes the runtime)."""
+    import os
+
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(n: int | None, what: str = "--threads") -> None:
+    """ConfigError unless ``n`` is None or a thread count in 1 .. :func:`max_threads`."""
+    from edge_derm.errors import ConfigError
+
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_threads():
+        raise ConfigError(f"{what} {n} is out of range; use 1 to {max_threads()} (4 x this machine's CPUs)")
+
+
 @dataclass
 class TensorInfo:
     """One tensor of the main subgraph, as stored in the file."""
@@ -390,6 +407,7 @@ class TFLiteModel:
     def __init__(self, path: str | Path, num_threads: int | None = None, labels: Sequence[str] | None = None, *,
                  content: bytes | None = None, check_hash: bool = True):
         self.path = Path(path)
+        check_threads(num_threads)
         # The file is read and parsed once; the interpreter runs these same bytes, so the
         # checks below (hash, structure, metadata) are about exactly what runs.
         self.content, label = (bytes(content), str(self.path)) if content is not None else _read_model(self.path)

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from edge_derm import cli
 from edge_derm.data.manifest import Manifest
 
@@ -59,6 +61,15 @@ def test_bad_model_and_args(cv_dataset, tmp_path, capsys):
     assert err.startswith("error: ") and "not a valid .tflite" in err and len(err.strip().splitlines()) == 1
     assert cli.main(["predict", str(tmp_path / "missing.tflite"), *paths]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", ["0", "99999"])
+def test_thread_counts_out_of_range_are_one_line(cv_converted, cv_dataset, capsys, threads):
+    """--threads 99999 used to segfault the interpreter (exit 139)."""
+    paths, _ = _test_images(cv_dataset, 1)
+    assert cli.main(["--quiet", "predict", str(cv_converted / "model.fp32.tflite"), *paths, "--threads", threads]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --threads {threads} is out of range; use 1 to ") and "\n" not in err
 
 
 def test_predict_never_imports_tensorflow(cv_converted, cv_dataset):

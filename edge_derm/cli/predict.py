@@ -22,8 +22,6 @@ def predict(
 
     if top_k < 1:
         raise typer.BadParameter("--top-k must be at least 1")
-    if threads is not None and threads < 1:
-        raise typer.BadParameter("--threads must be at least 1")
     m = TFLiteModel(model, num_threads=threads)
     k = min(top_k, m.num_classes)
     probs, errors = m.predict_files([str(p) for p in images])
