@@ -174,6 +174,22 @@ def test_decoding_modes_and_exif(tmp_path):
     assert np.array_equal(x[1][..., 0], x[1][..., 1])
 
 
+def test_sixteen_bit_grey_is_scaled_by_its_mode_not_its_values(tmp_path):
+    """A 16-bit grey PNG whose pixels all lie below 256 is still 16-bit: 250 and 260 map to the same
+    dark grey (1), not 250 -> 250 and 260 -> 1 as when the scale was guessed from the maximum."""
+    from PIL import Image
+
+    from edge_derm.data.images import load_rgb
+
+    f = tmp_path / "dark16.png"
+    Image.fromarray(np.array([[250, 260], [32768, 65535]], dtype=np.uint16)).save(f)
+    rgb = load_rgb(f)
+    assert rgb[..., 0].tolist() == [[1, 1], [128, 255]] and np.array_equal(rgb[..., 0], rgb[..., 2])
+    low = tmp_path / "low16.png"
+    Image.fromarray(np.array([[250, 255]], dtype=np.uint16)).save(low)
+    assert load_rgb(low)[..., 0].tolist() == [[1, 1]]
+
+
 def test_steps_per_epoch():
     assert steps_per_epoch(26, 13) == 2
     assert steps_per_epoch(27, 13) == 3

@@ -85,9 +85,10 @@ def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # The scale follows the mode, never the values: 16-bit grey (PNG's only integer mode beyond
+        # 8 bits; Pillow opens it as I;16 or, in older versions, I) spans 0..65535.
         arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        gray = np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8)
+        gray = np.clip(np.round(arr / 65535.0 * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if im.mode == "F":
         arr = np.asarray(im, dtype=np.float64)
