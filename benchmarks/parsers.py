@@ -73,7 +73,22 @@ def parse_benchmark_output(text: str) -> DeviceTimings:
     if result.avg_ms is None:
         tail = next((ln for ln in reversed(lines) if ln.strip()), "no output")
         raise DeviceError(f"benchmark_model printed no inference timings (last line: {tail.strip()[:160]!r})")
+    _check_timings(result)
     return result
+
+
+def _check_timings(t: DeviceTimings) -> None:
+    """DeviceError on a latency no run can have: not finite, negative, or a zero average / median
+    (results.json must stay valid JSON, and an impossible figure must never be reported as ok)."""
+    import math
+
+    for name, value in t.as_dict().items():
+        if not name.endswith("_ms") or value is None:
+            continue
+        zero_ok = name not in ("avg_ms", "median_ms")
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise DeviceError(f"benchmark_model reported an impossible {name[:-3].replace('_', ' ')} latency "
+                              f"({value} ms); rerun it, and check the device and the binary")
 
 
 def _strip_prefix(line: str) -> str:

@@ -90,3 +90,16 @@ def test_no_timings_is_one_line_device_error(text):
         parse_benchmark_output(text)
     assert "no inference timings" in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("stats, what", [
+    ("min=1900 max=2100 avg=-2000 std=80", "avg latency (-2.0 ms)"),
+    ("min=0 max=0 avg=0 std=0", "avg latency (0.0 ms)"),
+    ("min=1900 max=1e400 avg=2000 std=80", "max latency (inf ms)"),  # 1e400 parses as infinity
+    ("min=-3 max=2100 avg=2000 std=80", "min latency (-0.003 ms)"),
+])
+def test_impossible_latencies_are_a_device_error(stats, what):
+    """Negative, zero or infinite latencies used to be reported as ok (and Infinity is not JSON)."""
+    with pytest.raises(DeviceError) as exc:
+        parse_benchmark_output(f"INFO: count=5 first=2000 curr=2100 {stats}\n")
+    assert f"impossible {what}" in str(exc.value) and "\n" not in str(exc.value)
