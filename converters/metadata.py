@@ -54,7 +54,16 @@ def build_metadata(*, run_config: dict[str, Any], run_dir: str, quantization: st
     ``io`` is the (input, output) description of :func:`tensor_io` / :func:`embed_metadata`.
     """
     classes = list(run_config["classes"])
-    descriptions, triage = taxonomy_info(run_config.get("taxonomy"), classes)
+    # The run's own triage and descriptions (from its datasets) win: a custom --taxonomy file has no
+    # shipped namesake to reload. Runs from before they were recorded reload the taxonomy by name.
+    own_triage = {c: g for c, g in (run_config.get("triage") or {}).items() if c in classes and g != "unknown"}
+    if own_triage:
+        triage = {c: own_triage.get(c, "unknown") for c in classes}
+        descriptions = {c: d for c, d in (run_config.get("descriptions") or {}).items() if c in classes}
+        if "descriptions" not in run_config:  # a run from before descriptions were recorded
+            descriptions, _ = taxonomy_info(run_config.get("taxonomy"), classes)
+    else:
+        descriptions, triage = taxonomy_info(run_config.get("taxonomy"), classes)
     tin, tout = io
     size = int(run_config["image_size"])
     meta: dict[str, Any] = {

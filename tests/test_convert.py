@@ -203,3 +203,33 @@ def test_unusable_calibration_data_is_an_error(cv_run, tmp_path):
     with pytest.raises(ConversionError, match="none of the 3 calibration images"):
         convert_run(ConvertConfig(run=cv_run, modes=["int8"], out=tmp_path / "o", calibration=data))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_custom_taxonomy_file_keeps_its_triage_and_names_through_conversion(tmp_path):
+    """A --taxonomy file has no shipped namesake: training records the dataset's own triage and
+    descriptions, and the converted model's metadata carries them (it used to reload the taxonomy by
+    name, warn, and ship every class as triage 'unknown')."""
+    from data_fakes import fake_folder
+
+    from edge_derm.converters.convert import ConvertConfig, convert_run
+    from edge_derm.data.build import build_dataset
+    from edge_derm.runtime import TFLiteModel
+    from edge_derm.training.config import TrainConfig
+    from edge_derm.training.trainer import train
+
+    tax = tmp_path / "mine.toml"
+    tax.write_text('name = "mine"\n[[classes]]\nid = "mole"\nname = "Harmless mole"\ntriage = "benign"\n'
+                   '[[classes]]\nid = "mel"\nname = "Melanoma (mine)"\ntriage = "malignant"\n')
+    fake_folder(tmp_path / "raw", {"mole": 8, "mel": 8})
+    build_dataset("folder", tmp_path / "raw", tmp_path / "ds", taxonomy=str(tax))
+    run = tmp_path / "run"
+    train(TrainConfig(data=[str(tmp_path / "ds")], backbone="tiny", image_size=24, weights="none", epochs_per_block=1,
+                      steps_per_epoch=1, blocks=0, val_fraction=0.0, calibrate=False), run, evaluate=False)
+    rc = json.loads((run / "config.json").read_text())
+    assert rc["triage"] == {"mole": "benign", "mel": "malignant"}
+    assert rc["descriptions"] == {"mole": "Harmless mole", "mel": "Melanoma (mine)"}
+    doc = convert_run(ConvertConfig(run=run, modes=["fp32"], out=tmp_path / "out"))
+    meta = TFLiteModel(tmp_path / "out" / "model.fp32.tflite").metadata
+    for m in (doc["variants"]["fp32"], meta):
+        assert m["triage"] == {"mole": "benign", "mel": "malignant"}, m["triage"]
+        assert m["descriptions"]["mel"] == "Melanoma (mine)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ class TrainingData:
     train_groups: list[str] | None = None
     #: Where the val split came from: ``"dataset"`` (its own), ``"carved"`` (from train) or None.
     val_source: str | None = None
+    #: Class descriptions from the datasets' own dataset.json (their taxonomy's names).
+    descriptions: dict[str, str] = field(default_factory=dict)
 
 
 def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union") -> TrainingData:
@@ -77,10 +79,19 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
     val = concat("val")
     test = split(manifests[-1], "test")
     taxonomy = manifests[-1].info.get("taxonomy")
+    # Each dataset carries its taxonomy's triage and descriptions (dataset.json): a custom taxonomy file
+    # keeps them although no taxonomy of that name ships; older datasets fall back to the name.
+    own_triage: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
+    for m in manifests:
+        own_triage.update({str(k): str(v) for k, v in (m.info.get("triage") or {}).items()})
+        descriptions.update({str(k): str(v) for k, v in (m.info.get("descriptions") or {}).items()})
+    triage = {c: own_triage.get(c, "unknown") for c in classes}
     return TrainingData(
         classes=classes,
         taxonomy=taxonomy,
-        triage=_triage(taxonomy, classes),
+        triage=triage if any(g != "unknown" for g in triage.values()) else _triage(taxonomy, classes),
+        descriptions={c: descriptions[c] for c in classes if c in descriptions},
         datasets=[{"dir": str(Path(m.dir).resolve()), "hash": m.hash} for m in manifests],
         train=train,
         val=val if len(val[0]) else None,

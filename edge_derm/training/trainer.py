@@ -206,6 +206,7 @@ def run_config(config: TrainConfig, data: TrainingData) -> dict[str, Any]:
         "classes": data.classes,
         "taxonomy": data.taxonomy,
         "triage": data.triage,
+        "descriptions": data.descriptions,
         "data": data.datasets,
         "weights": config.weights,
         "weights_file": _imagenet_file(config),
