@@ -141,8 +141,8 @@ class BenchmarkConfig:
             raise ConfigError(f"--warmup {self.warmup} must be 0 or more")
         if self.runs < 1:
             raise ConfigError(f"--runs {self.runs} must be 1 or more")
-        if not self.timeout > 0:
-            raise ConfigError(f"--timeout {self.timeout} must be a positive number of seconds")
+        if not (self.timeout > 0 and self.timeout < 86400 * 7):  # also rejects nan and inf
+            raise ConfigError(f"--timeout {self.timeout} must be a positive number of seconds below a week")
         if self.device == "android":
             if self.benchmark_binary is None:
                 raise ConfigError("--device android needs --benchmark-binary PATH (LiteRT's benchmark_model "

@@ -159,6 +159,8 @@ def test_gate_parse():
 @pytest.mark.parametrize("kw, match", [
     ({"threads": [0]}, "--threads"), ({"runs": 0}, "--runs"), ({"warmup": -1}, "--warmup"),
     ({"threads": [99999]}, "--threads 99999 is out of range; use 1 to"),  # it used to segfault the runtime
+    ({"timeout": float("inf")}, "--timeout inf must be a positive number"),  # it used to give a traceback
+    ({"timeout": float("nan")}, "--timeout nan must be a positive number"),
     ({"device": "android", "benchmark_binary": "b", "threads": [1000]}, "out of range for a phone"),
     ({"device": "gpu"}, "--device"), ({"split": "dev"}, "--split"),
     ({"device": "android"}, "--benchmark-binary"),
