@@ -396,7 +396,7 @@ def _android_rows(entries: list[ModelEntry], config: BenchmarkConfig,
                   accuracy_cols: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from edge_derm.benchmarks.android import Adb, AndroidBenchmark, AndroidOptions, BenchmarkRunFailed
 
-    adb = Adb(config.adb)
+    adb = Adb(config.adb, timeout=min(60.0, config.timeout))  # quick calls (devices, getprop) honour --timeout too
     serials = adb.select(config.serials)
     options = AndroidOptions(binary=config.benchmark_binary, use_gpu=config.use_gpu, use_nnapi=config.use_nnapi,
                              cpu_mask=config.cpu_mask, timeout=config.timeout)

@@ -9,6 +9,7 @@ import shutil
 import stat
 import sys
 import textwrap
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -44,6 +45,8 @@ FAKE_ADB = textwrap.dedent('''
         return root / remote.lstrip("/")
 
     if argv[:1] == ["devices"]:
+        if fault == "devices_hang":
+            time.sleep(30)
         print("List of devices attached")
         for serial, state in devices:
             print(f"{serial}\\t{state} usb:1-1 product:fake model:Pixel_Fake device:fake transport_id:1")
@@ -280,6 +283,15 @@ def test_run_timeout(bm_models, fake_adb):
     with pytest.raises(DeviceError, match=r"timed out after 1 s"):
         run_benchmark(android_config(bm_models, fake_adb, timeout=1.0))
     assert ["pkill", "-f", "/data/local/tmp/edge_derm/benchmark_model"] in fake_adb.shell_words()
+
+
+def test_adb_devices_honours_timeout(bm_models, fake_adb):
+    """`adb devices` used to wait its own 60 s whatever --timeout said."""
+    fake_adb.set(fault="devices_hang")
+    t0 = time.perf_counter()
+    with pytest.raises(DeviceError, match=r"timed out after 1 s"):
+        run_benchmark(android_config(bm_models, fake_adb, timeout=1.0))
+    assert time.perf_counter() - t0 < 15
 
 
 def test_adb_not_installed(monkeypatch, tmp_path):
