@@ -10,15 +10,17 @@ source (taxonomy dermai13), then re-split ``--splits`` times (seeds 0..K-1) into
 alpha ``--alpha`` at ``--image-size`` px from the ImageNet file in ``../shared/weights`` on each split's
 train part (the trainer carves its own grouped validation split out of it when the recipe asks) and is
 scored once on the split's test part. A figure is the mean over splits with a 95 % t interval over
-splits; differences against ``paper`` (and, for ablations, against ``recommended``) are paired by split.
+splits; differences are paired by split: ``recommended`` against ``paper``, ``cosine`` against
+``recommended``, each ablation against ``cosine``.
 
 Variants (``--variants``): ``paper`` and ``recommended`` (the shipped recipes), ``paper-tuned`` (the
 paper's recipe with the README's former tuned flags: lr 1e-3 / 1e-4, 4 images per class per batch,
-2 epochs per block), and ablations of ``recommended`` that undo one choice each (``rec-darkening``:
-brightness 0.2-0.8; ``rec-no-bn``: no BatchNorm momentum / re-estimation; ``rec-constant-lr``;
-``rec-no-smoothing``; ``rec-last-epoch``: no best-epoch selection; ``rec-batch1``: one image per class
-per batch; ``rec-prior``: the training frequencies restored in the calibrated probabilities). Ablations
-run on the first ``--ablation-splits`` splits only (time).
+2 epochs per block), ``cosine`` (recommended with a linear warm-up of 0.5 epoch and cosine decay in
+each step: the recipe before its schedule was measured), and ablations of ``cosine`` that undo one
+choice each (``rec-darkening``: brightness 0.2-0.8; ``rec-no-bn``: no BatchNorm momentum /
+re-estimation; ``rec-no-smoothing``; ``rec-last-epoch``: no best-epoch selection; ``rec-batch1``: one
+image per class per batch). Ablations run on the first ``--ablation-splits`` splits only (time);
+``--prevalence`` refits each ``recommended`` run's calibration post hoc with every ``prevalence``.
 
 Finished runs in ``--out`` are reused, so a second call only trains what is missing. A script, not
 library code: it prints its table and writes ``results.json`` / ``results.md`` into ``--out`` (and to
@@ -47,21 +49,24 @@ def weights_file(alpha: float) -> Path:
 
 
 #: Variant -> TrainConfig options (besides data, backbone, size, weights, seed).
+#: The recipe before its schedule was measured: recommended with a linear warm-up and cosine decay in each
+#: step. The rec-* ablations undo one choice each from it (they were measured before the switch).
+COSINE = {"recipe": "recommended", "lr_schedule": "cosine", "warmup_epochs": 0.5}
 VARIANTS: dict[str, dict] = {
     "paper": {"recipe": "paper"},
     "recommended": {"recipe": "recommended"},
+    "cosine": COSINE,
     "paper-tuned": {"recipe": "paper", "lr_head": 1e-3, "lr_backbone": 1e-4, "batch_multiple": 4,
                     "epochs_per_block": 2},
-    "rec-darkening": {"recipe": "recommended", "brightness": [0.2, 0.8]},
-    "rec-no-bn": {"recipe": "recommended", "bn_momentum": 0.0, "bn_recalibration": 0},
-    "rec-constant-lr": {"recipe": "recommended", "lr_schedule": "constant", "warmup_epochs": 0.0},
-    "rec-no-smoothing": {"recipe": "recommended", "label_smoothing": 0.0},
-    "rec-last-epoch": {"recipe": "recommended", "select_best": False},
-    "rec-batch1": {"recipe": "recommended", "batch_multiple": 1},
-    "rec-prior": {"recipe": "recommended", "prevalence": "dataset"},
-    "rec-prior-fit": {"recipe": "recommended", "prevalence": "fit"},
+    "rec-darkening": {**COSINE, "brightness": [0.2, 0.8]},
+    "rec-no-bn": {**COSINE, "bn_momentum": 0.0, "bn_recalibration": 0},
+    "rec-no-smoothing": {**COSINE, "label_smoothing": 0.0},
+    "rec-last-epoch": {**COSINE, "select_best": False},
+    "rec-batch1": {**COSINE, "batch_multiple": 1},
 }
-MAIN = ("paper", "recommended", "paper-tuned")
+#: The reference each variant's paired differences are taken against.
+REFERENCES = {"recommended": ("paper",), "cosine": ("recommended", "paper"), "paper-tuned": ("paper",)}
+ABLATION_BASE = "cosine"
 #: (key in a row, label, unit) of the reported figures.
 FIGURES = (("macro_f1", "macro F1", "%"), ("balanced_accuracy", "balanced acc.", "%"), ("accuracy", "accuracy", "%"),
            ("mm_sensitivity", "MM sens.", "%"), ("bcc_sensitivity", "BCC sens.", "%"),
@@ -196,7 +201,7 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
     out: dict = {}
     for name, rs in rows.items():
         entry = {"n_splits": len(rs), "figures": {k: t_interval([r[k] for r in rs]) for k, _, _ in FIGURES}}
-        for ref in ("paper", "recommended"):
+        for ref in REFERENCES.get(name, (ABLATION_BASE,) if name.startswith("rec-") else ()):
             if ref == name or ref not in rows:
                 continue
             pairs = [(r, q) for r, q in zip(rs, rows[ref])]
@@ -220,9 +225,9 @@ def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
     lines += ["", "Paired differences (same splits), percentage points for F1/accuracy/sensitivity:", "",
               "| variant | vs | Δ macro F1 | Δ balanced acc. | Δ MM sens. | Δ ECE |", "|---|---|---|---|---|---|"]
     for name, entry in summary.items():
-        for ref in ("paper", "recommended"):
+        for ref in REFERENCES.get(name, (ABLATION_BASE,) if name.startswith("rec-") else ()):
             d = entry.get(f"delta_vs_{ref}")
-            if not d or (ref == "paper" and name.startswith("rec-")) or (name == "paper" and ref == "recommended"):
+            if not d:
                 continue
             lines.append(f"| {name} | {ref} | " + " | ".join(
                 fmt(k if k != "ece" else "ece", d[k]).replace("(", "(").strip() for k in

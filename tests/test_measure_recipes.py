@@ -34,3 +34,20 @@ def test_paired_differences_and_goals():
     assert "macro_f1 ≥ 60%: 56.0% — **not met**" in md
     assert "balanced_accuracy ≥ 65%: 68.0% — **met**" in md and "ECE ≤ 0.05 after temperature scaling: 0.035 — **met**" in md
     assert "| recommended | paper | 21.0 (" in md
+
+
+def test_ablations_are_paired_with_the_recipe_they_ablate():
+    """rec-* ablations undo one choice of ``cosine`` and are compared with it (on the splits they ran),
+    ``cosine`` with ``recommended``: never an ablation against a recipe it differs from in two ways."""
+    rows = {"recommended": [_row(0.50), _row(0.40)], "cosine": [_row(0.47), _row(0.35)],
+            "rec-no-bn": [_row(0.40)]}
+    s = mr.summarise(rows)
+    assert set(s["rec-no-bn"]) >= {"delta_vs_cosine"} and "delta_vs_recommended" not in s["rec-no-bn"]
+    assert s["rec-no-bn"]["delta_vs_cosine"]["macro_f1"][0] == pytest.approx(-0.07)
+    assert s["cosine"]["delta_vs_recommended"]["macro_f1"][0] == pytest.approx(-0.04)
+    md = mr.markdown(s, rows, {"machine": {}, "alpha": 0.35, "image_size": 128, "splits": 2})
+    assert "| rec-no-bn | cosine | -7.0 |" in md and "| cosine | recommended | -4.0 (" in md
+    for name, opts in mr.VARIANTS.items():  # every ablation is cosine plus one change
+        if name.startswith("rec-"):
+            assert {k: v for k, v in opts.items() if k in mr.COSINE} == mr.COSINE and len(opts) == len(mr.COSINE) + (
+                2 if name == "rec-no-bn" else 1)

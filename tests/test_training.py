@@ -246,3 +246,13 @@ def test_from_scratch_recipe_learns_where_the_blockwise_schedule_does_not(synth_
 
     paper = train(TrainConfig(**common), tmp_path / "blockwise run", evaluate=False)
     assert paper["history"][-1]["loss"] > 0.9 * chance, [r["loss"] for r in paper["history"]]
+
+
+@pytest.mark.parametrize("size, match", [
+    (100000, "image size 100000 is too large \\(at most 1024 px"),  # was a MemoryError, then a 10-minute hang
+    ("big", "image size must be a whole number of pixels, got 'big'"),  # a plan's image_size = "big"
+    ([300], "image size must be a whole number of pixels"),
+])
+def test_image_size_out_of_range_is_a_config_error(tr_datasets, size, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(data=[str(tr_datasets["val"])], backbone="tiny", weights="none", image_size=size)

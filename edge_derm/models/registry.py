@@ -127,11 +127,23 @@ def resolve_alpha(spec: BackboneSpec, alpha: float | None) -> float | None:
     return alpha
 
 
+#: Largest accepted input size: 4 x the largest default (EfficientNet-B3's 300) is already ~16x its memory.
+MAX_IMAGE_SIZE = 1024
+
+
 def resolve_size(spec: BackboneSpec, image_size: int | None) -> int:
     """Validate the input size; the spec's default when None."""
-    size = spec.default_size if image_size is None else int(image_size)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, (int, float, str))):
+        raise ConfigError(f"image size must be a whole number of pixels, got {image_size!r}")
+    try:
+        size = spec.default_size if image_size is None else int(image_size)
+    except (TypeError, ValueError):
+        raise ConfigError(f"image size must be a whole number of pixels, got {image_size!r}") from None
     if size < spec.min_size:
         raise ConfigError(f"image size {size} is too small for {spec.name}; use at least {spec.min_size} px")
+    if size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"image size {size} is too large (at most {MAX_IMAGE_SIZE} px; the paper uses 300); "
+                          "larger inputs do not fit in memory for training")
     return size
 
 
