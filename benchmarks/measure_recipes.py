@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="Work folder (datasets, runs, results).")
     p.add_argument("--splits", type=int, default=5, help="Repeated grouped splits (seeds 0..K-1).")
-    p.add_argument("--ablation-splits", type=int, default=2, help="Splits the rec-* ablations run on.")
+    p.add_argument("--ablation-splits", type=int, default=2,
+                   help="Splits the rec-* ablations are trained on (finished runs of further splits are included).")
     p.add_argument("--variants", nargs="+", default=["paper", "recommended"], choices=sorted(VARIANTS))
     p.add_argument("--alpha", type=float, default=0.35)
     p.add_argument("--image-size", type=int, default=128)
@@ -303,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             "variants": {v: VARIANTS[v] for v in a.variants}, "command": " ".join(sys.argv)}
     # The main variants on every split first, then the ablations: partial results are useful early.
     jobs = [(name, i) for i in range(len(splits)) for name in a.variants if not name.startswith("rec-")]
-    jobs += [(name, i) for i in range(min(a.ablation_splits, len(splits))) for name in a.variants
-             if name.startswith("rec-")]
+    # Ablations: the first --ablation-splits splits, and any further split whose run is already finished.
+    jobs += [(name, i) for i in range(len(splits)) for name in a.variants if name.startswith("rec-")
+             and (i < a.ablation_splits or (a.out / "runs" / f"{name}-split{i}" / "metrics.json").is_file())]
     rows: dict[str, list[dict]] = {v: [] for v in a.variants}
     md = ""
     for name, i in jobs:

@@ -33,11 +33,11 @@ def test_recipes_differ_where_they_should_and_options_override(tr_datasets):
     paper, rec = load_recipe("paper"), load_recipe("recommended")
     assert set(paper) <= set(RECIPE_FIELDS) and set(rec) <= set(RECIPE_FIELDS)
     differ = {k for k in set(paper) | set(rec) if paper.get(k) != rec.get(k)}
-    assert {"brightness", "lr_schedule", "select_best", "val_fraction", "bn_recalibration"} <= differ
+    assert {"brightness", "lr_head", "batch_multiple", "select_best", "val_fraction", "bn_recalibration"} <= differ
     assert rec["brightness"][0] < 1.0 < rec["brightness"][1]  # symmetric jitter, not darkening
     d = [str(tr_datasets["plain"])]
     default = TrainConfig(data=d, backbone="tiny", weights="none")
-    assert default.recipe == "recommended" and default.select_best is True and default.lr_schedule == "cosine"
+    assert default.recipe == "recommended" and default.select_best is True and default.lr_schedule == "constant"
     # an explicit option wins over the recipe; the other fields still come from it
     cfg = TrainConfig(data=d, backbone="tiny", weights="none", recipe="paper", brightness=[0.9, 1.1], lr_head=3e-4)
     assert cfg.brightness == [0.9, 1.1] and cfg.lr_head == 3e-4 and cfg.lr_backbone == 1e-5
