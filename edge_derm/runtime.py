@@ -283,6 +283,10 @@ def _read_model(model: str | Path | bytes) -> tuple[bytes, str]:
     if isinstance(model, (bytes, bytearray)):
         return bytes(model), "model"
     path = Path(model)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.tflite"))
+        raise ModelError(f"{path} is a folder, not a .tflite file; pass one of its models"
+                         + (f" ({', '.join(found[:4])})" if found else " (it holds none)"))
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:

@@ -85,18 +85,32 @@ class Manifest:
                             "build one with `edge-derm data build`")
         try:
             info = read_json(json_path)
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
             raise DataError(f"{json_path}: invalid JSON ({exc}); rebuild the dataset") from exc
+        if not isinstance(info, dict):
+            raise DataError(f"{json_path}: expected a JSON object, found {type(info).__name__}; rebuild the dataset")
         for key in ("root", "classes"):
             if key not in info:
                 raise DataError(f"{json_path}: missing key {key!r}; rebuild the dataset")
-        with open(csv_path, newline="", encoding="utf-8") as fh:
+        if not isinstance(info["root"], str) or not info["root"]:
+            raise DataError(f"{json_path}: 'root' must be a folder path; rebuild the dataset")
+        if not isinstance(info["classes"], list) or not all(isinstance(c, str) and c for c in info["classes"]) \
+                or len(set(info["classes"])) != len(info["classes"]):
+            raise DataError(f"{json_path}: 'classes' must be a list of distinct class names; rebuild the dataset")
+        try:
+            fh = open(csv_path, newline="", encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"{csv_path}: cannot be read ({exc.strerror}); check its permissions") from exc
+        with fh:
             reader = csv.DictReader(fh)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
-                                f"expected {','.join(COLUMNS)}")
-            records = [Record(*(row[c] or "" for c in COLUMNS)) for row in reader]
+            try:
+                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
+                                    f"expected {','.join(COLUMNS)}")
+                records = [Record(*(row[c] or "" for c in COLUMNS)) for row in reader]
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise DataError(f"{csv_path}: unreadable at line {reader.line_num} ({exc}); rebuild the dataset") from exc
         classes = set(info["classes"])
         unknown = sorted({r.label for r in records} - classes)
         if unknown:

@@ -78,7 +78,9 @@ def load_taxonomy(name: str) -> Taxonomy:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"taxonomy file not found: {path}")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        from edge_derm.fsutil import read_config_text
+
+        text, where = read_config_text(path, "taxonomy file"), str(path)
     else:
         known = list_taxonomies()
         if name not in known:

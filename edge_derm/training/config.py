@@ -345,10 +345,9 @@ def load_recipe(name: str) -> dict[str, Any]:
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist; pass a shipped recipe "
                               f"({', '.join(list_recipes())}) or an existing .toml file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read recipe file {path}: {exc}") from None
+        from edge_derm.fsutil import read_config_text
+
+        text = read_config_text(path, "recipe file")
     else:
         known = list_recipes()
         if name not in known:

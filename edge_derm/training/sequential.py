@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_derm.errors import ConfigError, OutputExistsError
-from edge_derm.fsutil import atomic_write_text, check_not_input, read_json, write_json
+from edge_derm.fsutil import atomic_write_text, check_not_input, read_config_text, read_json, write_json
 from edge_derm.training.config import TrainConfig, config_diff
 
 _log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def _read(name: str) -> tuple[str, str]:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"plan file not found: {path}")
-        return path.read_text(encoding="utf-8"), str(path)
+        return read_config_text(path, "plan file"), str(path)
     known = list_plans()
     if name not in known:
         raise ConfigError(f"unknown plan {name!r}; use one of {', '.join(known)} or a path to a .toml file")
@@ -194,7 +194,12 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
     if resume:
         if not plan_path.is_file():
             raise ConfigError(f"nothing to resume in {out} (no plan.json); start it without --resume")
-        old = read_json(plan_path)
+        try:
+            old = read_json(plan_path)
+        except (ValueError, OSError):
+            old = None
+        if not isinstance(old, dict):
+            raise ConfigError(f"cannot resume {out}: plan.json is damaged; start again with --force")
         if old.get("hash") != plan_hash:
             diffs = []
             for a, b in zip(old.get("stages", []), plan_dict["stages"]):

@@ -244,6 +244,18 @@ def train_inputs(config: TrainConfig, data: TrainingData | None = None) -> list[
     return inputs
 
 
+def _read_run_json(path: Path, out: Path) -> dict[str, Any]:
+    """A run's own JSON file for --resume; ConfigError (one line) when it is damaged."""
+    try:
+        doc = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot resume {out}: {path.name} is damaged ({str(exc).splitlines()[0][:80]}); "
+                          "start again with --force") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"cannot resume {out}: {path.name} is not a JSON object; start again with --force")
+    return doc
+
+
 def _prepare_folder(out: Path, rc: dict[str, Any], *, resume: bool, force: bool) -> dict[str, Any]:
     """Create, replace or reopen the run folder; returns the saved state ({} for a new run)."""
     if resume and force:
@@ -255,13 +267,16 @@ def _prepare_folder(out: Path, rc: dict[str, Any], *, resume: bool, force: bool)
         if not config_path.is_file() or not state_path.is_file():
             raise ConfigError(f"nothing to resume in {out} (no config.json / checkpoints/state.json); "
                               "start it without --resume")
-        old = read_json(config_path)
+        old, state = (_read_run_json(path, out) for path in (config_path, state_path))
         if old.get("config_hash") != rc["config_hash"]:
             diff = config_diff(_flat(old), _flat(rc))
             raise ConfigError(f"--resume with a different configuration than {out} ("
                               + "; ".join(diff or ["dataset content changed"])
                               + "); use the same options, or --force to start again")
-        return read_json(state_path)
+        required = {"completed_step": int, "history": list}
+        if any(not isinstance(state.get(k), t) for k, t in required.items()):
+            raise ConfigError(f"{state_path} is damaged (no completed_step / history); start again with --force")
+        return state
     if exists:
         if not force:
             raise OutputExistsError(f"{out} already exists; pass --resume to continue it or --force to replace it")

@@ -1,0 +1,101 @@
+"""Bad inputs and faults through the CLI: exit code 1, exactly one ``error:`` line on stderr, no
+traceback, no temporary leftovers, and every input byte-identical afterwards (issue 14's corpus;
+the data-loss cases are in test_no_data_loss.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge_derm.cli import main
+
+from conftest import make_tr_dataset
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, cv_run, cv_converted):
+    """Broken files of every kind, made once, each in a folder of its own."""
+    base = tmp_path_factory.mktemp("bad inputs")
+    good = make_tr_dataset(base / "good ds", ["MM", "Nev"], n_train=3, n_test=2)
+    cases = {"good": good, "converted": cv_converted}
+    for name, edit in (("ds int", lambda d: 5), ("ds null classes", lambda d: {**d, "classes": None}),
+                       ("ds dup classes", lambda d: {**d, "classes": ["MM", "MM"]}),
+                       ("ds list", lambda d: [d])):
+        ds = base / name
+        shutil.copytree(good, ds)
+        info = json.loads((ds / "dataset.json").read_text())
+        (ds / "dataset.json").write_text(json.dumps(edit(info)))
+        cases[name] = ds
+    bad_csv = base / "ds bad csv"
+    shutil.copytree(good, bad_csv)
+    (bad_csv / "manifest.csv").write_bytes((bad_csv / "manifest.csv").read_bytes() + b"\xff\xfe,x\n")
+    cases["ds bad csv"] = bad_csv
+    for name, text in (("plan latin1.toml", b'name = "caf\xe9"\n'), ("tax latin1.toml", b'name = "caf\xe9"\n')):
+        (base / name).write_bytes(text)
+        cases[name] = base / name
+    plan = base / "plan big.toml"
+    plan.write_text(f'name = "big"\n[train]\nimage_size = "big"\n[[stages]]\nname = "s"\ndata = "{good}"\n')
+    cases["plan big.toml"] = plan
+    run = base / "run damaged state"
+    shutil.copytree(cv_run, run)
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "checkpoints" / "state.json").write_text("{not json")
+    cases["run damaged state"] = run
+    empty = base / "empty folder"
+    empty.mkdir()
+    cases["empty folder"] = empty
+    cases["image"] = next((good / "images" / "MM").glob("*.png"))
+    return cases
+
+
+CASES = [
+    # (argv with {name} placeholders, inputs to hash, what the error line must say)
+    (["data", "inspect", "{ds int}"], ["ds int"], "expected a JSON object, found int"),
+    (["data", "inspect", "{ds list}"], ["ds list"], "expected a JSON object, found list"),
+    (["data", "inspect", "{ds null classes}"], ["ds null classes"], "'classes' must be a list of distinct class names"),
+    (["data", "inspect", "{ds dup classes}"], ["ds dup classes"], "'classes' must be a list of distinct class names"),
+    (["data", "inspect", "{ds bad csv}"], ["ds bad csv"], "manifest.csv: unreadable at line"),
+    (["train", "--plan", "{plan latin1.toml}", "--out", "{tmp}/o"], ["plan latin1.toml"], "is not UTF-8 text"),
+    (["train", "--plan", "{plan big.toml}", "--out", "{tmp}/o"], ["plan big.toml"],
+     "image size must be a whole number of pixels, got 'big'"),
+    (["data", "build", "folder", "{good}/images", "--taxonomy", "{tax latin1.toml}", "--out", "{tmp}/o"],
+     ["tax latin1.toml", "good"], "taxonomy file"),
+    (["train", "--data", "{good}", "--backbone", "tiny", "--image-size", "100000", "--out", "{tmp}/o"], ["good"],
+     "image size 100000 is too large"),
+    (["train", "--data", "{good}", "--backbone", "tiny", "--image-size", "32", "--weights", "none", "--resume",
+      "--out", "{run damaged state}"], ["run damaged state"], "damaged"),
+    (["predict", "{empty folder}", "{image}"], ["image"], "is a folder, not a .tflite file"),
+    (["predict", "{converted}", "{image}"], ["converted"], "is a folder, not a .tflite file; pass one of its models"),
+    (["predict", "{converted}/model.fp32.tflite", "{image}", "--threads", "99999"], ["converted"],
+     "--threads 99999 is out of range"),
+    (["benchmark", "{converted}", "--threads", "99999"], ["converted"], "--threads 99999 is out of range"),
+    (["benchmark", "{converted}", "--device", "android", "--benchmark-binary", "{image}", "--timeout", "inf"],
+     ["converted"], "--timeout inf must be a positive number"),
+]
+
+
+@pytest.mark.parametrize("argv, inputs, words", CASES, ids=[" ".join(c[0][:2]) + f" [{c[2][:30]}]" for c in CASES])
+def test_bad_input_is_one_error_line(corpus, tmp_path, capsys, argv, inputs, words):
+    fill = {**{k: str(v) for k, v in corpus.items()}, "tmp": str(tmp_path)}
+    args = []
+    for a in argv:
+        for key, value in fill.items():
+            a = a.replace("{" + key + "}", value)
+        args.append(a)
+    before = {name: _hashes(corpus[name]) for name in inputs}
+    code = main(["--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 1, (code, err)
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert words in err, err
+    assert {name: _hashes(corpus[name]) for name in inputs} == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.name == "o"]
