@@ -80,6 +80,13 @@ CASES = [
     (["benchmark", "{converted}", "--threads", "99999"], ["converted"], "--threads 99999 is out of range"),
     (["benchmark", "{converted}", "--device", "android", "--benchmark-binary", "{image}", "--timeout", "inf"],
      ["converted"], "--timeout inf must be a positive number"),
+    # click's usage errors: one line with the command's --help, not click's four
+    (["train", "--data", "{good}"], ["good"], "Missing option '--out' / '-o'. (see 'edge-derm train --help')"),
+    (["train", "--data", "{good}", "--out", "{tmp}/o", "--bogus"], ["good"], "No such option: --bogus"),
+    (["convert", "{converted}", "--quantize", "int9"], ["converted"], "'int9' is not one of"),
+    (["data", "synth", "--out", "{tmp}/o", "--size", "5"], [], "(see 'edge-derm data synth --help')"),
+    (["nosuch"], [], "No such command 'nosuch'."),
+    (["predict", "{converted}/model.fp32.tflite", "{image}", "--top-k", "x"], ["converted"], "'--top-k'"),
 ]
 
 

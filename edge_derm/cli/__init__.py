@@ -70,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         _error("aborted")
         return 130
     except click_exc.ClickException as exc:
-        exc.show()
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as before
+            exc.show()
+            return 1
+        # One line, like every other error: click's own form is four (usage, hint, blank, message).
+        message = " ".join(exc.format_message().split())
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(exc, click_exc.UsageError) and ctx else ""
+        _error(message + hint)
         return 1
     except EdgeDermError as exc:
         _error(str(exc))
