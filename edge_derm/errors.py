@@ -30,3 +30,17 @@ class DeviceError(EdgeDermError):
 
 class OutputExistsError(EdgeDermError):
     """An output folder or file exists and --force was not given."""
+
+
+def data_error_from_tf(exc: BaseException) -> "DataError | None":
+    """The project's own error inside a TensorFlow one (an image decoded by ``tf.numpy_function`` that
+    became unreadable after the build) as a one-line DataError; None for anything else."""
+    import re
+
+    if not type(exc).__module__.startswith(("tensorflow", "tf_keras", "keras")):
+        return None
+    m = re.search(r"edge_derm\.errors\.\w+Error: ([^\n]+)|edge_derm\.data\.images\.ImageError: ([^\n]+)", str(exc))
+    if m is None:
+        return None
+    text = (m.group(1) or m.group(2)).strip()
+    return DataError(f"{text}; the image changed after the dataset was built: fix or remove it and rebuild the dataset")

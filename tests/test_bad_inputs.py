@@ -106,3 +106,26 @@ def test_bad_input_is_one_error_line(corpus, tmp_path, capsys, argv, inputs, wor
     assert words in err, err
     assert {name: _hashes(corpus[name]) for name in inputs} == before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.name == "o"]
+
+
+def test_image_unreadable_after_the_build_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    """It used to print ~110 lines of TensorFlow traceback, leave a skeleton run folder that blocked the
+    rerun, and (as a process) could hang at exit; evaluate on such a dataset says the same."""
+    import subprocess
+    import sys
+
+    ds = make_tr_dataset(tmp_path / "ds", ["MM", "Nev"], n_train=4, n_test=2)
+    bad = sorted((ds / "images" / "MM").glob("train*.png"))[0]
+    bad.write_bytes(b"not a png any more")
+    argv = ["train", "--data", str(ds), "--backbone", "tiny", "--image-size", "24", "--weights", "none", "-e", "1",
+            "--steps-per-epoch", "2", "--blocks", "0", "--val-fraction", "0", "--out", str(tmp_path / "run")]
+    assert main(["--quiet", *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err[-5:]
+    assert str(bad) in errors[0] and "not a readable image" in errors[0] and "rebuild the dataset" in errors[0]
+    assert not (tmp_path / "run").exists()  # no skeleton: the corrected rerun needs no --force
+    proc = subprocess.run([sys.executable, "-c", "from edge_derm.cli import entry; entry()", "--quiet", *argv],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == errors

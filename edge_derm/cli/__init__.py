@@ -8,6 +8,7 @@ Library errors (the EdgeDermError family) become ``error: <message>`` and exit c
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -19,7 +20,7 @@ except ImportError:  # pragma: no cover - older typer depends on click
 
 import edge_derm  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from edge_derm import progress
-from edge_derm.errors import EdgeDermError
+from edge_derm.errors import EdgeDermError, data_error_from_tf
 
 app = typer.Typer(
     name="edge-derm",
@@ -89,10 +90,23 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         _error(f"{exc.strerror or exc}{where} (check free disk space and permissions)")
         return 1
+    except Exception as exc:
+        translated = data_error_from_tf(exc)  # an image that went bad after the build, inside TensorFlow
+        if translated is None:
+            raise
+        _error(str(translated))
+        return 1
     finally:
         progress.disable()
     return rv if isinstance(rv, int) else 0
 
 
 def entry() -> None:  # pragma: no cover - thin wrapper
-    sys.exit(main())
+    code = main()
+    if code != 0 and "tensorflow" in sys.modules:
+        # After a failed TensorFlow command, interpreter shutdown can block on tf.data's worker threads
+        # (an input pipeline stopped mid-epoch); everything is written or removed by now, so leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

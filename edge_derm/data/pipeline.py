@@ -257,3 +257,4 @@ def _augmenter(tf: Any, config: AugmentConfig, size: int, seed: int):
         return out, onehot
 
     return aug
+

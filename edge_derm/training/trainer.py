@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_derm import progress
-from edge_derm.errors import ConfigError, ModelError, OutputExistsError
+from edge_derm.errors import ConfigError, ModelError, OutputExistsError, data_error_from_tf
 from edge_derm.fsutil import atomic_write_text, check_not_input, read_json, write_json
 from edge_derm.training.config import FULL_BN_MOMENTUM, TrainConfig, config_diff
 from edge_derm.training.data import TrainingData, carve_validation, load_data
@@ -329,6 +329,33 @@ def save_model(model, path: Path) -> None:
 
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
           evaluate: bool = True, on_step_end: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+    """Train one run into ``out``; see :func:`_train`.
+
+    A new run that fails before its first step is checkpointed leaves no folder behind (a skeleton
+    would block the corrected rerun); an image that becomes unreadable after the build is a
+    DataError naming it, not TensorFlow's traceback.
+    """
+    out = Path(out)
+    existed = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    try:
+        return _train(config, out, resume=resume, force=force, evaluate=evaluate, on_step_end=on_step_end)
+    except BaseException as exc:
+        state_path = out / "checkpoints" / "state.json"
+        if not resume and not (existed and not force) and state_path.is_file():
+            try:
+                started = int(read_json(state_path).get("completed_step", -1)) >= 0
+            except (ValueError, OSError, TypeError, AttributeError):
+                started = True
+            if not started:
+                shutil.rmtree(out, ignore_errors=True)
+        translated = data_error_from_tf(exc)
+        if translated is not None:
+            raise translated from None
+        raise
+
+
+def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool = False,
+           evaluate: bool = True, on_step_end: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
     """Train one run into ``out`` (block-wise schedule, a checkpoint per step, final evaluation).
 
     Args:
