@@ -70,10 +70,11 @@ def staged_dir(out: Path, force: bool = False, inputs: Iterable[str | os.PathLik
     ``out`` may not be, hold or lie inside one of ``inputs`` (:func:`check_not_input`). On any
     exception the temporary folder is removed and ``out`` is left as it was.
     """
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # "--out ." names the current folder, whose parent holds the siblings
     check_output_dir(out, force, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    stem = _sibling_stem(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=out.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
@@ -81,20 +82,37 @@ def staged_dir(out: Path, force: bool = False, inputs: Iterable[str | os.PathLik
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{stem}.old-{os.getpid()}"
+        _remove(old)
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
+
+
+def _sibling_stem(out: Path) -> str:
+    """``out``'s name, shortened so that ``.NAME.tmp-XXXXXXXX`` stays within a 255-byte file name."""
+    name = out.name
+    while len(f".{name}.tmp-xxxxxxxx".encode()) > 255 or len(f".{name}.old-{os.getpid()}".encode()) > 255:
+        name = name[:-1]
+    return name
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link or a folder tree; nothing if it does not exist."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_sibling_stem(path)}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:

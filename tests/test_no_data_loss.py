@@ -98,3 +98,43 @@ def test_run_commands_never_write_over_their_inputs(cv_run, cv_converted, cv_dat
     _refused(["train", "--data", str(cv_dataset), "--backbone", "tiny", "--image-size", "32", "--weights",
               str(run / "model.keras"), "--out", str(run), "--force"], capsys, run, cv_dataset,
              words="holds the input")
+
+
+def test_staged_dir_leaves_no_sibling_behind(tmp_path, monkeypatch):
+    """`--out .`, --force over a file, and names of 242-255 characters: no `.NAME.tmp-*` or
+    `.NAME.old-PID` is left beside the output (they used to be)."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with staged_dir(Path("."), force=True) as tmp:
+        (tmp / "a.txt").write_text("x")
+    assert (tmp_path / "here" / "a.txt").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+    target = tmp_path / "was a file"
+    target.write_text("old")
+    with staged_dir(target, force=True) as tmp:
+        (tmp / "b.txt").write_text("y")
+    assert (target / "b.txt").is_file()
+    long = tmp_path / ("n" * 250)
+    with staged_dir(long) as tmp:
+        (tmp / "c.txt").write_text("z")
+    assert (long / "c.txt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["here", "was a file", "n" * 250])
+
+
+def test_sigterm_removes_the_temporary_folder(tmp_path):
+    """SIGTERM unwinds like Ctrl-C: a staged output's temporary folder is removed (it used to stay)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\nfrom pathlib import Path\nfrom edge_derm.cli import _sigterm\nimport signal\n"
+            "signal.signal(signal.SIGTERM, _sigterm)\nfrom edge_derm.fsutil import staged_dir\n"
+            "with staged_dir(Path(sys.argv[1])) as tmp:\n    print('staged', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "staged"
+    assert [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    time.sleep(0.1)
+    assert list(tmp_path.iterdir()) == []

@@ -61,8 +61,17 @@ def _error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+def _sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: every staged output removes its temporary folder
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit code (also usable from tests)."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None
     try:
         rv = app(args=argv, prog_name="edge-derm", standalone_mode=False)
     except typer.Exit as exc:
@@ -98,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         progress.disable()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return rv if isinstance(rv, int) else 0
 
 
