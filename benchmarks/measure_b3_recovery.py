@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("b3-out"))
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--datasets", nargs="+", default=["synthetic", "ham10000-dev"], choices=["synthetic", "ham10000-dev"])
+    ap.add_argument("--datasets", nargs="+", default=["ham10000-dev", "synthetic"], choices=["synthetic", "ham10000-dev"])
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=1, help="--epochs-per-block: the full-unfreeze step trains this many epochs per backbone block (B3: 7 blocks)")
     ap.add_argument("--per-class", type=int, default=60, help="synthetic images per class")

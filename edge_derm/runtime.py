@@ -398,6 +398,35 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
+def _check_metadata(meta: dict, path: Path, input_size: int) -> None:
+    """ModelError (one line) when the embedded metadata contradicts the model or cannot be used: it
+    decides the labels and the preprocessing, so a tampered document must not run silently."""
+    def bad(what: str) -> ModelError:
+        return ModelError(f"{path}: bad embedded metadata: {what}; convert the model again")
+
+    labels = meta.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+            raise bad("labels is not a list of names")
+        if len(set(labels)) != len(labels):
+            dup = sorted({x for x in labels if labels.count(x) > 1})
+            raise bad(f"labels has duplicates ({', '.join(dup)})")
+    inp = meta.get("input", {})
+    if not isinstance(inp, dict):
+        raise bad("input is not an object")
+    size = inp.get("size")
+    if size is not None:
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in size)):
+            raise bad(f"input.size {size!r} is not [height, width]")
+        if size != [input_size, input_size]:
+            raise bad(f"input.size {size} but the model takes {input_size} x {input_size}")
+    from edge_derm.data.images import RESIZE_MODES
+
+    if inp.get("resize", "nearest") not in RESIZE_MODES:
+        raise bad(f"input.resize {inp.get('resize')!r} is not one of {', '.join(RESIZE_MODES)}")
+
+
 class TFLiteModel:
     """A validated .tflite classifier with its metadata.
 
@@ -440,10 +469,7 @@ class TFLiteModel:
         self.num_classes = int(self.output_details["shape"][-1])
         self.labels = self._labels(labels)
         self.input_size = int(tin.shape[1])
-        size = self.metadata.get("input", {}).get("size")
-        if size and int(size[0]) != self.input_size:
-            raise ModelError(f"{self.path}: metadata says input size {size[0]} but the model takes "
-                             f"{self.input_size}; convert the model again")
+        _check_metadata(self.metadata, self.path, self.input_size)
         self.resize_mode = self.metadata.get("input", {}).get("resize", "nearest")
         self._batch = int(self.input_details["shape"][0])
         from edge_derm.calibration import check as check_calibration

@@ -54,6 +54,19 @@ def corpus(tmp_path_factory, cv_run, cv_converted):
     empty.mkdir()
     cases["empty folder"] = empty
     cases["image"] = next((good / "images" / "MM").glob("*.png"))
+    from edge_derm.converters.metadata import embed_metadata
+    from edge_derm.runtime import read_metadata
+
+    src = cv_converted / "model.fp32.tflite"
+    meta = read_metadata(src)
+    for name, edit in (("dup labels", {"labels": [meta["labels"][0]] * len(meta["labels"])}),
+                       ("input not object", {"input": "big"}),
+                       ("unknown resize", {"input": {**meta["input"], "resize": "bicubic"}}),
+                       ("other size", {"input": {**meta["input"], "size": [64, 64]}})):
+        folder = base / f"tampered {name}"
+        folder.mkdir()
+        (folder / "model.tflite").write_bytes(embed_metadata(src.read_bytes(), {**meta, **edit}))
+        cases[f"tampered {name}"] = folder / "model.tflite"
     return cases
 
 
@@ -80,6 +93,11 @@ CASES = [
     (["benchmark", "{converted}", "--threads", "99999"], ["converted"], "--threads 99999 is out of range"),
     (["benchmark", "{converted}", "--device", "android", "--benchmark-binary", "{image}", "--timeout", "inf"],
      ["converted"], "--timeout inf must be a positive number"),
+    # tampered embedded metadata decides labels and preprocessing: refused, never run silently
+    (["predict", "{tampered dup labels}", "{image}"], ["tampered dup labels"], "labels has duplicates"),
+    (["predict", "{tampered input not object}", "{image}"], ["tampered input not object"], "input is not an object"),
+    (["predict", "{tampered unknown resize}", "{image}"], ["tampered unknown resize"], "input.resize 'bicubic'"),
+    (["predict", "{tampered other size}", "{image}"], ["tampered other size"], "input.size [64, 64] but the model"),
     # click's usage errors: one line with the command's --help, not click's four
     (["train", "--data", "{good}"], ["good"], "Missing option '--out' / '-o'. (see 'edge-derm train --help')"),
     (["train", "--data", "{good}", "--out", "{tmp}/o", "--bogus"], ["good"], "No such option: --bogus"),
