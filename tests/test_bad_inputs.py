@@ -147,3 +147,21 @@ def test_image_unreadable_after_the_build_is_one_line_and_leaves_nothing(tmp_pat
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == errors
+    # no TensorFlow / XLA / absl log lines around it (the console script filters them; --verbose keeps them)
+    from edge_derm._stderr import NOISE
+
+    assert not [ln for ln in proc.stderr.splitlines() if NOISE.match(ln.encode())], proc.stderr[-800:]
+    assert "cuInit" not in proc.stderr and "computation placer" not in proc.stderr
+
+
+def test_native_log_filter_drops_library_noise_and_keeps_the_rest():
+    from edge_derm._stderr import NOISE
+
+    noise = [b"W0000 00:00:1795780484.494148    1216 computation_placer.cc:177] computation placer already registered.",
+             b"E0000 00:00:1795779027.327714   28655 cuda_dnn.cc:8579] Unable to register cuDNN factory",
+             b"2026-11-27 11:54:49.671474: E external/local_xla/xla/stream_executor/cuda/cuda_platform.cc:51] failed",
+             b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."]
+    kept = [b"error: model file not found: x.tflite", b"WARNING edge_derm.training.trainer: no validation split",
+            b"Traceback (most recent call last):", b"INFO: something else", b"Segmentation fault"]
+    assert all(NOISE.match(line) for line in noise) and not any(NOISE.match(line) for line in kept)

@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:  # pragma: no cover - thin wrapper
+    if not {"-v", "--verbose"} & set(sys.argv[1:]):
+        from edge_derm._stderr import filter_native_stderr
+
+        filter_native_stderr()
     code = main()
     if code != 0 and "tensorflow" in sys.modules:
         # After a failed TensorFlow command, interpreter shutdown can block on tf.data's worker threads
