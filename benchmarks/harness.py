@@ -307,7 +307,10 @@ def run_benchmark(config: BenchmarkConfig, data: EvalSet | None = None) -> Bench
     if data is not None:
         check_gate_classes(config.gates, data.classes)  # before minutes of measuring
         scored = entries + ([ref_entry] if ref_entry is not None and ref_entry not in entries else [])
-        unreadable = evaluate(scored, data, config.eval_threads or max(config.threads))
+        from edge_derm.runtime import max_threads
+
+        # host-side scoring: an Android run's thread counts are the phone's, not this machine's
+        unreadable = evaluate(scored, data, config.eval_threads or min(max(config.threads), max_threads()))
         if ref_entry is not None and ref_entry.metrics is None:
             raise ModelError(f"--reference {config.reference}: {ref_entry.reason or 'could not be scored'}")
 

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     out = args.out.resolve()
+    args.shared = args.shared.resolve()  # the edge-derm subprocesses run in the repository folder
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     md = (f"# EfficientNet-B3: int8 collapse and recovery ({args.image_size} px, from scratch)\n\n"
@@ -156,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                          "default_collapse": default.get("collapse"), "fp32_test_macro_f1": metrics["macro_f1"],
                          "fp32_test_accuracy": metrics["accuracy"], "train_seconds": train_s,
                          "epochs": epochs, "data": str(data.resolve()), "recovered_ge_bar": met}
-        md += (f"\n## {name}\n\nB3 trained {epochs} epochs from scratch on `{data.resolve()}`"
+        run_cfg = json.loads((run / "config.json").read_text())
+        md += (f"\n## {name}\n\nB3 trained {epochs} epochs from scratch at {run_cfg['image_size']} px "
+               f"(recipe {run_cfg['train'].get('recipe')}, lr schedule {run_cfg['train'].get('lr_schedule')}) "
+               f"on `{data.resolve()}`"
                + (f" in {train_s / 60:.0f} min" if train_s else "")
                + f"; fp32 test accuracy {100 * metrics['accuracy']:.1f} %, macro F1 {100 * metrics['macro_f1']:.1f} %. "
                f"Recovered to >= {100 * args.min_agreement:.0f} % agreement: **{'met' if met else 'NOT met'}**.\n\n"

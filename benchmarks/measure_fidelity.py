@@ -298,7 +298,8 @@ def sensitivity(run: Path, data: Path, weights: Path | None, n: int = 512, top: 
         return float((np.linalg.norm(moved - base, axis=1) / np.maximum(np.linalg.norm(base, axis=1), 1e-12)).mean())
 
     init = None
-    if weights is not None and cfg.get("backbone") == "mobilenet_v2":
+    if weights is not None and Path(weights).is_file() and cfg.get("backbone") == "mobilenet_v2" \
+            and f"_{cfg.get('alpha')}_" in Path(weights).name:
         init = build_classifier("mobilenet_v2", len(classes), image_size=size, alpha=cfg.get("alpha"), weights=str(weights))
     names = {layer.name for layer in model.layers}
     for row in per_layer[:top]:

@@ -131,9 +131,15 @@ def train_variant(name: str, data: Path, run: Path, a: argparse.Namespace, seed:
 
     if (run / "metrics.json").is_file() and (run / "checkpoints" / "state.json").is_file():
         saved = json.loads((run / "config.json").read_text())["train"]
+        from edge_derm.training.config import load_recipe
+
+        # the recipe's resolved fields too: a run of an earlier version of a recipe is not reused as this one
+        recipe = {k: v for k, v in load_recipe(VARIANTS[name]["recipe"]).items() if k != "description"}
         wanted = {"image_size": a.image_size, "alpha": a.alpha, "seed": seed,
-                  **({"steps_per_epoch": 5} if a.quick else {}), **VARIANTS[name]}
+                  **({"steps_per_epoch": 5} if a.quick else {}), **recipe, **VARIANTS[name]}
         differ = sorted(k for k, v in wanted.items() if saved.get(k) != v)
+        if saved.get("bn_recalibration"):  # the per-epoch re-estimation replaces the moving averages before
+            differ = [k for k in differ if k != "bn_momentum"]  # they are used: momentum changes no figure
         if differ or (saved.get("steps_per_epoch") is not None and not a.quick):
             raise SystemExit(f"error: {run} was trained with other settings ({', '.join(differ) or 'quick'}); "
                              "use another --out")
@@ -204,7 +210,8 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
         for ref in REFERENCES.get(name, (ABLATION_BASE,) if name.startswith("rec-") else ()):
             if ref == name or ref not in rows:
                 continue
-            pairs = [(r, q) for r, q in zip(rs, rows[ref])]
+            by_split = {q.get("split", i): q for i, q in enumerate(rows[ref])}
+            pairs = [(r, by_split[r.get("split", i)]) for i, r in enumerate(rs) if r.get("split", i) in by_split]
             entry[f"delta_vs_{ref}"] = {k: t_interval([r[k] - q[k] for r, q in pairs
                                                        if r[k] is not None and q[k] is not None])
                                         for k in ("macro_f1", "balanced_accuracy", "mm_sensitivity", "ece")}
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, i in jobs:
         run = a.out / "runs" / f"{name}-split{i}"
         print(f"[{time.strftime('%H:%M:%S')}] {name} on split {i} ...", flush=True)
-        r = train_variant(name, splits[i], run, a, seed=i)
+        r = {**train_variant(name, splits[i], run, a, seed=i), "split": i}
         rows[name].append(r)
         print(f"    macro F1 {r['macro_f1']:.3f}, balanced acc {r['balanced_accuracy']:.3f}, "
               f"MM sens {r['mm_sensitivity']}, ECE {r['ece_before']:.3f} -> {r['ece']:.3f}, "

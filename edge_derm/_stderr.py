@@ -18,9 +18,13 @@ import threading
 
 #: Native log lines: absl/glog ("W0000 00:00:1795... 123 file.cc:42] ..."), TensorFlow's C++ logging
 #: ("2026-11-27 12:00:00.123456: E external/..."), absl's pre-init banner and LiteRT's INFO lines.
-NOISE = re.compile(rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [^\]]+\] "
+#: Errors and fatal lines are kept, except the three CUDA start-up errors every CPU-only import prints.
+NOISE = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [^\]]+\] "
+                   rb"|E\d{4} \d\d:\d\d:[\d.]+ +\d+ cuda_(?:dnn|blas|fft)\.cc:\d+\] Unable to register "
                    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-                   rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+                   rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "
+                   rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: E \S+cuda_(?:platform|fft|dnn|blas)\.cc:\d+\] "
+                   rb"(?:failed call to cuInit|Unable to register)"
                    rb"|INFO: (?:Created TensorFlow Lite|Initialized TensorFlow Lite))")
 
 
@@ -34,16 +38,28 @@ def filter_native_stderr() -> bool:
         read_end, write_end = os.pipe()
         os.dup2(write_end, 2)
         os.close(write_end)
+        try:  # a larger pipe: native code may write a burst while holding the GIL
+            import fcntl
+
+            fcntl.fcntl(2, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except (OSError, ImportError):
+            pass
     except OSError:
         return False
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     sys.stderr = open(real, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False)
 
     def pump() -> None:
+        # Drain the pipe for the whole life of the process, whatever happens to the real stderr (a closed
+        # pipe such as `| head` must not leave native code blocked on a full pipe).
         with os.fdopen(read_end, "rb") as pipe:
             for line in pipe:
-                if not NOISE.match(line):
+                if NOISE.match(line):
+                    continue
+                try:
                     os.write(real, line)
+                except OSError:
+                    pass
 
     threading.Thread(target=pump, name="edge-derm-stderr", daemon=True).start()
     return True

@@ -36,10 +36,17 @@ def check_not_input(out: Path, inputs: Iterable[str | os.PathLike | None]) -> No
         ConfigError: one line naming the output, the input and the way out.
     """
     o = _real(out)
+    parents: dict[str, Path] = {}  # each folder resolved once: datasets list thousands of images per folder
     for item in inputs:
         if item is None:
             continue
-        p = _real(item)
+        a = Path(os.path.abspath(item))
+        key = str(a.parent)
+        if key not in parents:
+            parents[key] = a.parent.resolve()
+        p = parents[key] / a.name
+        if p.is_symlink():
+            p = p.resolve()
         if o == p:
             how = "is"
         elif p.is_relative_to(o):
@@ -81,12 +88,18 @@ def staged_dir(out: Path, force: bool = False, inputs: Iterable[str | os.PathLik
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:
+        inside = _real(os.getcwd()) == out.resolve()  # "--out ." or the folder we stand in
+    except OSError:
+        inside = False
     old = None
     if out.exists() or out.is_symlink():
         old = out.parent / f".{stem}.old-{os.getpid()}"
         _remove(old)
         os.replace(out, old)
     os.replace(tmp, out)
+    if inside:
+        os.chdir(out)  # the old folder is gone: stand in its replacement so relative paths still resolve
     if old is not None:
         _remove(old)
 

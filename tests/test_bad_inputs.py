@@ -159,9 +159,12 @@ def test_native_log_filter_drops_library_noise_and_keeps_the_rest():
 
     noise = [b"W0000 00:00:1795780484.494148    1216 computation_placer.cc:177] computation placer already registered.",
              b"E0000 00:00:1795779027.327714   28655 cuda_dnn.cc:8579] Unable to register cuDNN factory",
-             b"2026-11-27 11:54:49.671474: E external/local_xla/xla/stream_executor/cuda/cuda_platform.cc:51] failed",
+             b"2026-11-27 11:54:49.671474: E external/local_xla/xla/stream_executor/cuda/cuda_platform.cc:51] failed "
+             b"call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
              b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
              b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."]
     kept = [b"error: model file not found: x.tflite", b"WARNING edge_derm.training.trainer: no validation split",
-            b"Traceback (most recent call last):", b"INFO: something else", b"Segmentation fault"]
+            b"Traceback (most recent call last):", b"INFO: something else", b"Segmentation fault",
+            b"F0000 00:00:1795780484.494148    1216 tensor.cc:12] Check failed: shape",  # fatal and real errors stay
+            b"E0000 00:00:1795780484.494148    1216 interpreter.cc:12] Node number 3 failed to invoke"]
     assert all(NOISE.match(line) for line in noise) and not any(NOISE.match(line) for line in kept)

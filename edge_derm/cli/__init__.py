@@ -62,6 +62,9 @@ def _error(message: str) -> None:
 
 
 def _sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills, even inside a blocked native call
     raise KeyboardInterrupt  # unwinds like Ctrl-C: every staged output removes its temporary folder
 
 
@@ -117,11 +120,17 @@ def entry() -> None:  # pragma: no cover - thin wrapper
         from edge_derm._stderr import filter_native_stderr
 
         filter_native_stderr()
-    code = main()
-    if code != 0 and "tensorflow" in sys.modules:
-        # After a failed TensorFlow command, interpreter shutdown can block on tf.data's worker threads
-        # (an input pipeline stopped mid-epoch); everything is written or removed by now, so leave at once.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    code = 1
+    try:
+        code = main()
+    finally:
+        if code != 0 and "tensorflow" in sys.modules:
+            # After a failed TensorFlow command, interpreter shutdown can block on tf.data's worker threads
+            # (an input pipeline stopped mid-epoch); everything is written or removed by now, so leave at once.
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(code)
     sys.exit(code)

@@ -73,8 +73,11 @@ def _options(**kw: Any) -> dict[str, Any]:
 
 
 def _interrupted(out: Path) -> typer.Exit:
-    typer.echo(f"error: interrupted; the completed steps in {out} are kept: "
-               "run the same command with --resume to continue", err=True)
+    if (Path(out) / "checkpoints" / "state.json").is_file() or (Path(out) / "plan.json").is_file():
+        typer.echo(f"error: interrupted; the completed steps in {out} are kept: "
+                   "run the same command with --resume to continue", err=True)
+    else:  # stopped before its first checkpoint: the new run folder was removed
+        typer.echo(f"error: interrupted before the first step finished; nothing was kept in {out}", err=True)
     return typer.Exit(130)
 
 

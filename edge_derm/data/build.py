@@ -110,7 +110,11 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
     tax = load_taxonomy(taxonomy)
     check_output_dir(out, force)  # fail before the (possibly long) scan
     items = read_source(source, root, **source_options)
-    check_not_input(out, [root])  # and before the image checks
+    # The folder source reads its root whole (a rescan would read an output inside it); the others read
+    # their metadata file and the images it lists. Either way every listed image is an input (a class
+    # folder may be a link to images kept elsewhere).
+    whole = [root] if source == "folder" or Path(root).is_file() else []
+    check_not_input(out, whole)  # before the image checks
     root = Path(os.path.abspath(root))
     data_root = root.parent if root.is_file() else root
     if not items:
@@ -194,8 +198,7 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
         "groups": len(set(groups)), "warnings": split_warnings,
         "image_sizes": _size_stats(sizes), "max_pixels": max_pixels, "versions": versions(),
     }
-    # A folder root is read whole; a CSV root is read with the images it lists (wherever they are).
-    with staged_dir(out, force, [root] if root.is_dir() else [root, *paths]) as tmp:
+    with staged_dir(out, force, [*whole, *paths]) as tmp:
         write_manifest(tmp, records, info)
         _write_skipped(tmp / "skipped.csv", skipped)
     _log.info("wrote %s: %d images, %d classes, %d skipped", out, len(records), len(classes), len(skipped))

@@ -84,7 +84,7 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
     own_triage: dict[str, str] = {}
     descriptions: dict[str, str] = {}
     for m in manifests:
-        own_triage.update({str(k): str(v) for k, v in (m.info.get("triage") or {}).items()})
+        own_triage.update({str(k): str(v) for k, v in (m.info.get("triage") or {}).items() if v != "unknown"})
         descriptions.update({str(k): str(v) for k, v in (m.info.get("descriptions") or {}).items()})
     triage = {c: own_triage.get(c, "unknown") for c in classes}
     return TrainingData(

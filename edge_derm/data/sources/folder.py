@@ -39,7 +39,8 @@ def read(root: Path) -> list[SourceItem]:
         found = []
         for dirpath, dirnames, filenames in os.walk(cls_dir, followlinks=True):
             real = Path(os.path.realpath(dirpath))
-            other = any(real.is_relative_to(c) for c in real_classes if c != real_cls)
+            other = any(real.is_relative_to(c) and not real_cls.is_relative_to(c) and not real.is_relative_to(real_cls)
+                        for c in real_classes if c != real_cls)
             loops = any(c.is_relative_to(real) for c in real_classes) and real != real_cls
             if str(real) in seen_dirs or other or loops:
                 skipped_dirs.append(os.path.relpath(dirpath, root))
