@@ -486,12 +486,17 @@ def _convert_section(doc: Doc, s: Section, root: Path, prov: list) -> None:
     variants = s.info.get("variants") or {}
     doc.kv([("source run", s.info.get("run")), ("variants", ", ".join(variants) or None)])
     rows = []
+    mismatches: list[str] = []
     for q, meta in variants.items():
         meta = meta if isinstance(meta, Mapping) else {}
         f = s.path / f"model.{q}.tflite"
         ver = meta.get("verification") or {}
         size = _file_size(f)
         passed = ver.get("passed")
+        problem = _file_disagrees(f, meta)
+        if problem:
+            mismatches.append(f"model.{q}.tflite: {problem}")
+            passed = False
         rows.append([q, _mb(size), _get(meta, "input.dtype"), _get(meta, "output.dtype"),
                      _pct(ver.get("top1_agreement")), _fmt(ver.get("max_abs_diff"), 4),
                      _fmt(ver.get("mean_abs_diff"), 5), _pct(ver.get("integer_op_share"), 1), ver.get("n"),
@@ -499,6 +504,8 @@ def _convert_section(doc: Doc, s: Section, root: Path, prov: list) -> None:
     if rows:
         doc.table(["variant", "size MB", "input", "output", "top-1 agreement %", "max |diff|", "mean |diff|",
                    "integer ops %", "n", "verification"], rows, ["l"] + ["r"] * 8 + ["l"])
+    for line in mismatches:
+        doc.p(f"**Warning: model.json does not describe the file.** {line}; convert again.")
     first = next((m for m in variants.values() if isinstance(m, Mapping)), {})
     if first.get("labels"):
         doc.p("Labels (output order): " + ", ".join(map(str, first["labels"])) + ".")
@@ -513,6 +520,28 @@ def _convert_section(doc: Doc, s: Section, root: Path, prov: list) -> None:
                                                     if isinstance(m, Mapping)}},
                  [(f"sha256 model.{q}.tflite", h) for q in variants
                   for _, h in _hash_files(s.path, [f"model.{q}.tflite"])]))
+
+
+def _file_disagrees(f: Path, meta: Mapping[str, Any]) -> str | None:
+    """What in ``model.json``'s entry contradicts the .tflite itself (hash, input size), or None. The
+    report shows the file, not what a hand-edited document says about it."""
+    from edge_derm.errors import ModelError
+    from edge_derm.runtime import inspect_tflite, sha256_bytes
+
+    if not f.is_file():
+        return None
+    data = f.read_bytes()
+    recorded = meta.get("sha256")
+    if isinstance(recorded, str) and recorded != sha256_bytes(data):
+        return "its SHA-256 differs from the one model.json recorded (the file was changed)"
+    try:
+        shape = inspect_tflite(data).input_tensors[0].shape
+    except (ModelError, IndexError) as exc:
+        return f"it is not a sound model ({exc})"
+    size = _get(meta, "input.size")
+    if isinstance(size, list) and len(size) == 2 and list(size) != [int(shape[1]), int(shape[2])]:
+        return f"model.json says input {size[0]} x {size[1]} but the file takes {shape[1]} x {shape[2]}"
+    return None
 
 
 def _row_label(row: Mapping[str, Any]) -> str:

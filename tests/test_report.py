@@ -274,3 +274,21 @@ def test_plan_run_with_stages_and_forgetting(demo):
     assert "| edra | 1 | A | 1 | 1.0000 | 0.5000 |" in md
     assert "| target | 25.0 (30.0) | 75.0 (80.0) |" in md
     assert "| edra | 50.0 (60.0) | – |" in md
+
+
+def test_report_checks_model_json_against_the_files(cv_converted, tmp_path):
+    """A model.json edited to another input size (or a changed file) is flagged, not shown as true."""
+    import shutil
+
+    conv = tmp_path / "conv"
+    shutil.copytree(cv_converted, conv)
+    clean = build_report(conv).markdown
+    assert "does not describe the file" not in clean
+    doc = json.loads((conv / "model.json").read_text())
+    mode = next(iter(doc["variants"]))
+    doc["variants"][mode]["input"]["size"] = [512, 512]
+    doc["variants"][mode].pop("sha256", None)
+    (conv / "model.json").write_text(json.dumps(doc))
+    md = build_report(conv).markdown
+    assert f"model.{mode}.tflite: model.json says input 512 x 512 but the file takes" in md
+    assert next(x for x in md.splitlines() if x.startswith(f"| {mode} |")).rstrip().endswith("| FAIL |")
