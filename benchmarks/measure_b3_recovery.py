@@ -16,13 +16,14 @@ recipe; ``--keep-failed`` so that the collapsed file can be measured) and ``conv
 --min-agreement A`` (the search). Every file is scored on all images of the dataset with one runtime:
 top-1 agreement with fp32, melanoma / BCC images that change class, size, and latency (1 thread,
 interleaved rounds, median). The CPU's ISA flags are recorded with the timings. Stages are reused
-when their output exists (``--force`` redoes all). A script, not library code: it prints.
+when their output exists (``--force`` redoes all). Progress and the table go to the log (stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -33,6 +34,8 @@ import numpy as np
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from edge_derm.benchmarks.measure_fidelity import REPO, WATCH, cpu_flags, edge_derm_cli, interleaved_median_ms
 from edge_derm.provenance import machine, versions
+
+_log = logging.getLogger("measure_b3_recovery")
 
 
 def build_data(name: str, out: Path, shared: Path, per_class: int, size: int) -> Path | None:
@@ -50,7 +53,7 @@ def build_data(name: str, out: Path, shared: Path, per_class: int, size: int) ->
         return data
     source = shared / "data/ham10000-dev"
     if not source.is_dir():
-        print(f"  {source} is absent: {name} skipped", flush=True)
+        _log.warning("%s is absent: %s skipped", source, name)
         return None
     edge_derm_cli(["data", "build", "ham10000", str(source), "--out", str(data), "--taxonomy", "dermai13", "--force"])
     return data
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", type=Path, help="also write the markdown (and a .json sibling) here")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out.resolve()
     args.shared = args.shared.resolve()  # the edge-derm subprocesses run in the repository folder
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         args.md.parent.mkdir(parents=True, exist_ok=True)
         args.md.write_text(f"<!-- {doc['command']} -->\n\n" + md)
         args.md.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    print(md)
+    _log.info("%s", md)
     return 0
 
 

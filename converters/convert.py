@@ -339,7 +339,8 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
     """
     run = cfg.run.resolve()
     run_cfg = load_run(run)
-    check_output_dir(cfg.out, cfg.force, convert_inputs(cfg, run, run_cfg))  # fail before the slow part
+    inputs = convert_inputs(cfg, run, run_cfg)  # loaded once: checked now and again when the output is staged
+    check_output_dir(cfg.out, cfg.force, inputs)  # fail before the slow part
     if cfg.verify_data is not None:
         check_verify_data(cfg.verify_data, run_cfg)
     classes = list(run_cfg["classes"])
@@ -367,7 +368,7 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
         pass
 
     try:
-        with staged_dir(cfg.out, cfg.force, convert_inputs(cfg, run, run_cfg)) as tmp:
+        with staged_dir(cfg.out, cfg.force, inputs) as tmp:
             ctx = _Context(cfg, run, run_cfg, model, tmp)
             ctx.fid, ctx.keras_probs, ctx.calib = fid, keras_probs, calib
             for mode in cfg.modes:
