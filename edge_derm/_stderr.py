@@ -19,13 +19,15 @@ import threading
 #: Native log lines: absl/glog ("W0000 00:00:1795... 123 file.cc:42] ..."), TensorFlow's C++ logging
 #: ("2026-11-27 12:00:00.123456: E external/..."), absl's pre-init banner and LiteRT's INFO lines.
 #: Errors and fatal lines are kept, except the three CUDA start-up errors every CPU-only import prints.
+#: Also the one line the TFLite converter's MLIR quantiser prints for every int8 conversion.
 NOISE = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ [^\]]+\] "
                    rb"|E\d{4} \d\d:\d\d:[\d.]+ +\d+ cuda_(?:dnn|blas|fft)\.cc:\d+\] Unable to register "
                    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
                    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "
                    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: E \S+cuda_(?:platform|fft|dnn|blas)\.cc:\d+\] "
                    rb"(?:failed call to cuInit|Unable to register)"
-                   rb"|INFO: (?:Created TensorFlow Lite|Initialized TensorFlow Lite))")
+                   rb"|INFO: (?:Created TensorFlow Lite|Initialized TensorFlow Lite)"
+                   rb"|fully_quantize: \d+, inference_type: \d+, input_inference_type: )")  # the MLIR quantiser's printf
 
 
 def filter_native_stderr() -> bool:

@@ -32,6 +32,10 @@ class OutputExistsError(EdgeDermError):
     """An output folder or file exists and --force was not given."""
 
 
+class Interrupted(EdgeDermError):
+    """Ctrl-C or SIGTERM, with what was kept; the CLI prints it as one line and exits 130."""
+
+
 def data_error_from_tf(exc: BaseException) -> "DataError | None":
     """The project's own error inside a TensorFlow one (an image decoded by ``tf.numpy_function`` that
     became unreadable after the build) as a one-line DataError; None for anything else."""

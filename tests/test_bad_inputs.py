@@ -45,6 +45,15 @@ def corpus(tmp_path_factory, cv_run, cv_converted):
     plan = base / "plan big.toml"
     plan.write_text(f'name = "big"\n[train]\nimage_size = "big"\n[[stages]]\nname = "s"\ndata = "{good}"\n')
     cases["plan big.toml"] = plan
+    plan = base / "plan bad image.toml"  # fails inside its first stage: no plan.json or stages/ may stay behind
+    broken_train = base / "ds broken train image"
+    make_tr_dataset(broken_train, ["MM", "Nev"], n_train=3, n_test=2)
+    sorted((broken_train / "images" / "MM").glob("train*.png"))[0].write_bytes(b"not a png any more")
+    plan.write_text(f'name = "bad"\n[train]\nbackbone = "tiny"\nimage_size = 24\nweights = "none"\n'
+                    f'epochs_per_block = 1\nsteps_per_epoch = 1\nval_fraction = 0.0\n'
+                    f'[[stages]]\nname = "s"\ndata = "{broken_train}"\n')
+    cases["plan bad image.toml"] = plan
+    cases["ds broken train image"] = broken_train
     run = base / "run damaged state"
     shutil.copytree(cv_run, run)
     (run / "checkpoints").mkdir(exist_ok=True)
@@ -67,6 +76,53 @@ def corpus(tmp_path_factory, cv_run, cv_converted):
         folder.mkdir()
         (folder / "model.tflite").write_bytes(embed_metadata(src.read_bytes(), {**meta, **edit}))
         cases[f"tampered {name}"] = folder / "model.tflite"
+    # issue 14's silent wrong results: a taxonomy typo, no triage, flipped weight bytes
+    nev = '[[classes]]\nid = "Nev"\nname = "Nevus"\ntriage = "benign"\n'
+    for name, text in (("tax typo.toml", f'name = "t"\n[[classes]]\nid = "MM"\ntriag = "malignant"\n{nev}'),
+                       ("tax no triage.toml", f'name = "t"\n[[classes]]\nid = "MM"\nname = "Melanoma"\n{nev}')):
+        (base / name).write_text(text)
+        cases[name] = base / name
+    flipped = base / "flipped"
+    shutil.copytree(cv_converted, flipped)
+    model = flipped / "model.fp32.tflite"
+    data = bytearray(model.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+    model.write_bytes(bytes(data))
+    cases["flipped"] = flipped
+    garbage = base / "garbage model"
+    garbage.mkdir()
+    (garbage / "model.tflite").write_bytes(b"TFL3" + bytes(range(256)) * 8)
+    cases["garbage model"] = garbage / "model.tflite"
+    (base / "not an image.png").write_text("hello")
+    cases["not an image"] = base / "not an image.png"
+    # a manifest row with extra fields, and an unclosed quote that would swallow the rest of the file
+    for name, edit in (("ds extra fields", lambda lines: lines[:3] + [lines[3] + ",x,y"] + lines[4:]),
+                       ("ds open quote", lambda lines: lines[:2] + ['"' + lines[2]] + lines[3:])):
+        ds = base / name
+        shutil.copytree(good, ds)
+        lines = (ds / "manifest.csv").read_text().splitlines()
+        (ds / "manifest.csv").write_text("\n".join(edit(lines)) + "\n")
+        cases[name] = ds
+    user_csv = base / "user.csv"
+    user_csv.write_text("path,label\nMM/train 0.png,MM\nMM/train 1.png\n")
+    cases["user.csv"] = user_csv
+    cases["user csv no label"] = base / "user no label.csv"
+    cases["user csv no label"].write_text("path,diagnosis\nMM/train 0.png,MM\n")
+    for name, text in (("recipe typo.toml", 'name = "r"\nlr_hed = 0.001\n'), ("recipe latin1.toml", None)):
+        if text is None:
+            (base / name).write_bytes(b'name = "caf\xe9"\n')
+        else:
+            (base / name).write_text(text)
+        cases[name] = base / name
+    # an unreadable image after the build (evaluate and benchmark say the same as train)
+    broken = base / "ds broken image"
+    make_tr_dataset(broken, ["MM", "Nev"], n_train=3, n_test=2)
+    sorted((broken / "images" / "MM").glob("test*.png"))[0].write_bytes(b"not a png any more")
+    cases["ds broken image"] = broken
+    cases["run"] = cv_run
+    cases["app"] = base / "app"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "android_demo", cases["app"])
     return cases
 
 
@@ -76,10 +132,12 @@ CASES = [
     (["data", "inspect", "{ds list}"], ["ds list"], "expected a JSON object, found list"),
     (["data", "inspect", "{ds null classes}"], ["ds null classes"], "'classes' must be a list of distinct class names"),
     (["data", "inspect", "{ds dup classes}"], ["ds dup classes"], "'classes' must be a list of distinct class names"),
-    (["data", "inspect", "{ds bad csv}"], ["ds bad csv"], "manifest.csv: unreadable at line"),
+    (["data", "inspect", "{ds bad csv}"], ["ds bad csv"], "manifest.csv: line 12 is not UTF-8 text"),
     (["train", "--plan", "{plan latin1.toml}", "--out", "{tmp}/o"], ["plan latin1.toml"], "is not UTF-8 text"),
     (["train", "--plan", "{plan big.toml}", "--out", "{tmp}/o"], ["plan big.toml"],
      "image size must be a whole number of pixels, got 'big'"),
+    (["train", "--plan", "{plan bad image.toml}", "--out", "{tmp}/o"], ["plan bad image.toml", "ds broken train image"],
+     "not a readable image"),
     (["data", "build", "folder", "{good}/images", "--taxonomy", "{tax latin1.toml}", "--out", "{tmp}/o"],
      ["tax latin1.toml", "good"], "taxonomy file"),
     (["train", "--data", "{good}", "--backbone", "tiny", "--image-size", "100000", "--out", "{tmp}/o"], ["good"],
@@ -105,6 +163,65 @@ CASES = [
     (["data", "synth", "--out", "{tmp}/o", "--size", "5"], [], "(see 'edge-derm data synth --help')"),
     (["nosuch"], [], "No such command 'nosuch'."),
     (["predict", "{converted}/model.fp32.tflite", "{image}", "--top-k", "x"], ["converted"], "'--top-k'"),
+    # data loss: --out that is, holds or lies inside an input, with --force (more in test_no_data_loss.py)
+    (["data", "build", "folder", "{good}/images", "--out", "{good}/images", "--force"], ["good"], "is the input"),
+    (["convert", "{run}", "--quantize", "fp32", "--out", "{run}", "--force"], ["run"], "holds the input"),
+    (["benchmark", "{converted}", "--out", "{converted}", "--force"], ["converted"], "is the input"),
+    (["data", "split", "{good}", "--out", "{good}/images/MM", "--force"], ["good"], "lies inside the input"),
+    # silent wrong results, now refused
+    (["data", "build", "folder", "{good}/images", "--taxonomy", "{tax typo.toml}", "--out", "{tmp}/o"],
+     ["tax typo.toml", "good"], "triag"),
+    (["data", "build", "folder", "{good}/images", "--taxonomy", "{tax no triage.toml}", "--out", "{tmp}/o"],
+     ["tax no triage.toml", "good"], "triage"),
+    (["predict", "{flipped}/model.fp32.tflite", "{image}"], ["flipped"], "SHA-256"),
+    (["benchmark", "{flipped}/model.fp32.tflite"], ["flipped"], "1 of 1 model(s) did not run: model.fp32.tflite"),
+    (["export", "android", "{flipped}", "--app", "{app}", "--variant", "fp32"], ["flipped", "app"], "SHA-256"),
+    # CSV errors name the line the bad row starts on
+    (["data", "inspect", "{ds extra fields}"], ["ds extra fields"], "line 4 has 8 field(s), the header has 6"),
+    (["data", "inspect", "{ds open quote}"], ["ds open quote"], "at line 3"),
+    (["data", "build", "csv", "{user.csv}", "--out", "{tmp}/o"], ["user.csv"], "line 3 has 1 field(s)"),
+    (["data", "build", "csv", "{user csv no label}", "--out", "{tmp}/o"], ["user csv no label"],
+     "missing column(s) label"),
+    # unreadable image after the build: evaluate and benchmark as train (test_image_unreadable_... below)
+    (["evaluate", "{run}", "--data", "{ds broken image}", "--out", "{tmp}/o"], ["ds broken image", "run"],
+     "not a readable image"),
+    # missing, corrupt and wrong-kind inputs
+    (["predict", "{tmp}/nosuch.tflite", "{image}"], [], "not found"),
+    (["predict", "{garbage model}", "{image}"], ["garbage model"], "garbage model"),
+    (["predict", "{converted}/model.fp32.tflite", "{not an image}"], ["converted", "not an image"],
+     "not a readable image"),
+    (["predict", "{converted}/model.fp32.tflite", "{tmp}/nosuch.png"], ["converted"], "image not found"),
+    (["benchmark", "{garbage model}", "{converted}/model.int8.tflite"], ["garbage model", "converted"],
+     "1 of 2 model(s) did not run: model.tflite"),
+    (["benchmark", "{converted}", "--data", "{tmp}/nosuch"], ["converted"], "nosuch"),
+    (["benchmark", "{converted}", "--threads", "0"], ["converted"], "--threads"),
+    (["benchmark", "{converted}", "--max-drop", "macro_f1"], ["converted"], "--max-drop"),
+    (["convert", "{tmp}/nosuch run", "--quantize", "fp32"], [], "nosuch run"),
+    (["convert", "{good}", "--quantize", "fp32", "--out", "{tmp}/o"], ["good"], "model.keras"),
+    (["evaluate", "{tmp}/nosuch run", "--data", "{good}"], ["good"], "nosuch run"),
+    (["data", "build", "folder", "{tmp}/nosuch", "--out", "{tmp}/o"], [], "nosuch"),
+    (["data", "build", "ham10000", "{good}", "--out", "{tmp}/o"], ["good"], "HAM10000"),
+    (["data", "build", "folder", "{good}/images", "--taxonomy", "nosuch", "--out", "{tmp}/o"], ["good"], "nosuch"),
+    (["data", "merge", "{good}", "--out", "{tmp}/o"], ["good"], "merge"),
+    (["data", "split", "{good}", "--test-fraction", "1.5", "--out", "{tmp}/o"], ["good"], "1.5"),
+    (["train", "--data", "{good}", "--backbone", "nosuch", "--out", "{tmp}/o"], ["good"], "nosuch"),
+    (["train", "--data", "{good}", "--backbone", "tiny", "--weights", "{tmp}/nosuch.keras", "--out", "{tmp}/o"],
+     ["good"], "nosuch.keras"),
+    (["train", "--data", "{good}", "--backbone", "tiny", "--weights", "{image}", "--out", "{tmp}/o"],
+     ["good", "image"], "weights"),
+    (["train", "--data", "{good}", "--backbone", "tiny", "--image-size", "0", "--out", "{tmp}/o"], ["good"], "0"),
+    (["train", "--plan", "nosuch", "--out", "{tmp}/o"], [], "nosuch"),
+    (["report", "{empty folder}"], [], "empty folder"),
+    (["export", "android", "{converted}", "--app", "{app}", "--variant", "qat"], ["converted", "app"], "qat"),
+    # recipes (issue 11) and --min-agreement (issue 12)
+    (["train", "--data", "{good}", "--recipe", "nosuch", "--out", "{tmp}/o"], ["good"], "nosuch"),
+    (["train", "--data", "{good}", "--recipe", "{recipe typo.toml}", "--out", "{tmp}/o"],
+     ["good", "recipe typo.toml"], "lr_hed"),
+    (["train", "--data", "{good}", "--recipe", "{recipe latin1.toml}", "--out", "{tmp}/o"],
+     ["good", "recipe latin1.toml"], "is not UTF-8 text"),
+    (["convert", "{run}", "--quantize", "int8", "--min-agreement", "1.5", "--out", "{tmp}/o"], ["run"], "1.5"),
+    (["convert", "{run}", "--quantize", "fp16", "--min-agreement", "0.9", "--out", "{tmp}/o"], ["run"],
+     "--min-agreement"),
 ]
 
 
@@ -168,3 +285,43 @@ def test_native_log_filter_drops_library_noise_and_keeps_the_rest():
             b"F0000 00:00:1795780484.494148    1216 tensor.cc:12] Check failed: shape",  # fatal and real errors stay
             b"E0000 00:00:1795780484.494148    1216 interpreter.cc:12] Node number 3 failed to invoke"]
     assert all(NOISE.match(line) for line in noise) and not any(NOISE.match(line) for line in kept)
+
+
+def test_ctrl_c_outside_train_is_one_line_exit_130_and_leaves_nothing(tmp_path):
+    """Ctrl-C in the middle of a staged write (here `data build`): `error: interrupted`, exit 130, no
+    temporary folder and no output left, the input untouched."""
+    import signal
+    import subprocess
+    import sys
+
+    ds = make_tr_dataset(tmp_path / "ds", ["MM", "Nev"], n_train=3, n_test=2)
+    before = _hashes(ds)
+    code = ("import time\nimport edge_derm.data.build as b\n"
+            "def stall(*a, **k):\n    print('writing', flush=True)\n    time.sleep(120)\n"
+            "b.write_manifest = stall\nfrom edge_derm.cli import entry\nentry()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, "--quiet", "data", "build", "folder", str(ds / "images"),
+                             "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "error: interrupted", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"] and _hashes(ds) == before
+
+
+def test_inspect_survives_a_decompression_bomb_after_the_build(tmp_path, capsys, monkeypatch):
+    """`data inspect` read image headers with Pillow's own limit and died with DecompressionBombError's
+    traceback; now the file is counted, named in one warning, and the summary still prints."""
+    from PIL import Image
+
+    ds = make_tr_dataset(tmp_path / "ds", ["MM", "Nev"], n_train=3, n_test=2)
+    bomb = sorted((ds / "images" / "MM").glob("*.png"))[0]
+    Image.new("L", (20000, 20000)).save(bomb)  # 400 MP: above Pillow's hard limit, about 400 kB on disk
+    before = _hashes(ds)
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside the paths
+    assert main(["--quiet", "data", "inspect", str(ds)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "9 read, 1 unreadable" in out
+    assert f"warning: {bomb}: above Pillow's pixel limit (possible decompression bomb)" in out
+    assert _hashes(ds) == before

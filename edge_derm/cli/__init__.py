@@ -20,7 +20,11 @@ except ImportError:  # pragma: no cover - older typer depends on click
 
 import edge_derm  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from edge_derm import progress
-from edge_derm.errors import EdgeDermError, data_error_from_tf
+from edge_derm.errors import EdgeDermError, Interrupted, data_error_from_tf
+
+#: Modules whose Python warnings are hidden unless --verbose (e.g. "Statistics for quantized inputs were
+#: expected, but not specified" on every int8 conversion, deprecation notices of tf.lite.Interpreter).
+THIRD_PARTY_WARNINGS = r"(tensorflow|tf_keras|keras|tensorflow_model_optimization|absl|ai_edge_litert|h5py|google)(\..*)?$"
 
 app = typer.Typer(
     name="edge-derm",
@@ -39,6 +43,10 @@ def _root(
 ) -> None:
     """Skin-lesion photographs to small, fast, verified on-device classifiers."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # third-party Python warnings (the TFLite converter's UserWarnings, ...): not ours to act on
+        import warnings
+
+        warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNINGS)
     if quiet:
         progress.disable()
     else:
@@ -92,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (see '{ctx.command_path} --help')" if isinstance(exc, click_exc.UsageError) and ctx else ""
         _error(message + hint)
         return 1
+    except Interrupted as exc:  # a command that says what it kept (train)
+        _error(str(exc))
+        return 130
     except EdgeDermError as exc:
         _error(str(exc))
         return 1
@@ -112,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         progress.disable()
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+    if rv == 130:  # typer turns Ctrl-C (and SIGTERM, see _sigterm) into a silent exit code 130
+        _error("interrupted")
     return rv if isinstance(rv, int) else 0
 
 

@@ -48,7 +48,7 @@ def benchmark(
 ) -> None:
     """Latency, size and per-class accuracy of every variant; one row per (model, device, threads)."""
     from edge_derm.benchmarks import BenchmarkConfig, run_benchmark, write_results
-    from edge_derm.benchmarks.report import TABLE_COLUMNS, failure_notes, table_rows
+    from edge_derm.benchmarks.report import OK, TABLE_COLUMNS, failure_notes, table_rows
     from edge_derm.fsutil import check_output_dir
 
     config = BenchmarkConfig(models=models, data=data, split=split.value, device=device.value,
@@ -87,6 +87,15 @@ def benchmark(
     if result.gate_failures:
         for msg in result.gate_failures:
             typer.echo(f"gate failed: {msg}", err=True)
+    failed = list(dict.fromkeys(r["model"] for r in result.rows if r["status"] != OK))
+    if failed:  # a model that did not run is a failure of the command, not just a row (like convert)
+        shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        from edge_derm.errors import ModelError
+
+        raise ModelError(f"{len(failed)} of {len(dict.fromkeys(r['model'] for r in result.rows))} model(s) did not "
+                         f"run: {shown} (reasons under the table; the other rows are "
+                         f"{'written' if out is not None else 'shown'})")
+    if result.gate_failures:
         raise typer.Exit(1)
 
 

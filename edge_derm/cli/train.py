@@ -9,6 +9,7 @@ from typing import Any, List, Optional
 import typer
 
 from edge_derm.cli._choices import Split
+from edge_derm.errors import Interrupted
 
 
 class ResizeMode(str, Enum):
@@ -72,13 +73,11 @@ def _options(**kw: Any) -> dict[str, Any]:
     return out
 
 
-def _interrupted(out: Path) -> typer.Exit:
+def _interrupted(out: Path) -> Interrupted:
     if (Path(out) / "checkpoints" / "state.json").is_file() or (Path(out) / "plan.json").is_file():
-        typer.echo(f"error: interrupted; the completed steps in {out} are kept: "
-                   "run the same command with --resume to continue", err=True)
-    else:  # stopped before its first checkpoint: the new run folder was removed
-        typer.echo(f"error: interrupted before the first step finished; nothing was kept in {out}", err=True)
-    return typer.Exit(130)
+        return Interrupted(f"interrupted; the completed steps in {out} are kept: "
+                           "run the same command with --resume to continue")
+    return Interrupted(f"interrupted before the first step finished; nothing was kept in {out}")
 
 
 def train(

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from PIL import Image, UnidentifiedImageError
 
 from edge_derm import progress
 from edge_derm.data import images
@@ -390,13 +389,16 @@ def inspect_dataset(dir: str | Path, *, sizes: bool = True) -> dict[str, Any]:
         "triage": m.info.get("triage", {}),
     }
     if sizes:
-        found, unreadable = [], 0
+        found, unreadable = [], []
         for r in progress.track(m.records, "reading image headers"):
             try:
-                with Image.open(m.resolve(r.path)) as im:
-                    found.append(im.size)
-            except (OSError, UnidentifiedImageError, DataError):
-                unreadable += 1
+                found.append(images.image_size(m.resolve(r.path)))
+            except DataError as exc:  # missing, not an image, above the pixel limit (a decompression bomb)
+                unreadable.append(str(exc))
         summary["image_sizes"] = _size_stats(found)
-        summary["unreadable"] = unreadable
+        summary["unreadable"] = len(unreadable)
+        if unreadable:
+            more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+            summary["warnings"] = [*summary["warnings"], f"{unreadable[0]}{more}; training on this dataset will "
+                                   "stop there: fix or remove the file(s) and rebuild the dataset"]
     return summary

@@ -43,7 +43,10 @@ def _open_image(path: str | Path, max_pixels: int) -> Iterator[Image.Image]:
                 yield im
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: above Pillow's pixel limit (possible decompression bomb); downscale it first") \
+            from exc
+    except UnidentifiedImageError as exc:
         raise ImageError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: unreadable or truncated image ({exc})") from exc
@@ -60,6 +63,16 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     with _open_image(path, max_pixels) as im:
         im.load()
         return _to_rgb(ImageOps.exif_transpose(im))
+
+
+def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the file's header only (fast; nothing is decoded).
+
+    Raises:
+        ImageError: missing, not an image, or above ``max_pixels`` (a decompression bomb).
+    """
+    with _open_image(path, max_pixels) as im:
+        return im.size
 
 
 def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:

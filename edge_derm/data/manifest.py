@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from edge_derm.data.csvfile import read_rows
 from edge_derm.errors import DataError
 from edge_derm.fsutil import atomic_write_text, read_json, write_json
 
@@ -97,20 +98,8 @@ class Manifest:
         if not isinstance(info["classes"], list) or not all(isinstance(c, str) and c for c in info["classes"]) \
                 or len(set(info["classes"])) != len(info["classes"]):
             raise DataError(f"{json_path}: 'classes' must be a list of distinct class names; rebuild the dataset")
-        try:
-            fh = open(csv_path, newline="", encoding="utf-8")
-        except OSError as exc:
-            raise DataError(f"{csv_path}: cannot be read ({exc.strerror}); check its permissions") from exc
-        with fh:
-            reader = csv.DictReader(fh)
-            try:
-                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-                if missing:
-                    raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}; "
-                                    f"expected {','.join(COLUMNS)}")
-                records = [Record(*(row[c] or "" for c in COLUMNS)) for row in reader]
-            except (UnicodeDecodeError, csv.Error) as exc:
-                raise DataError(f"{csv_path}: unreadable at line {reader.line_num} ({exc}); rebuild the dataset") from exc
+        rows = read_rows(csv_path, COLUMNS, hint="rebuild the dataset")
+        records = [Record(*(row[c] for c in COLUMNS)) for row in rows]
         classes = set(info["classes"])
         unknown = sorted({r.label for r in records} - classes)
         if unknown:

@@ -214,9 +214,30 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
         shutil.rmtree(out)
     for stage in plan.stages:  # before anything trains: a wrong dataset fails now, not after stage 1
         _check_taxonomy(stage, plan)
+    fresh = not resume and not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     write_json(plan_path, {**plan_dict, "hash": plan_hash})
+    try:
+        results = _train_stages(plan, out, resume=resume, train=train)
+    except BaseException:
+        if fresh and not _anything_trained(out):  # nothing to resume: leave no folder that blocks the rerun
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    forgetting = forgetting_matrix(out, plan)
+    _finalise(out, plan, results, forgetting)
+    final = results[-1]
+    return {"out": out, "metrics": final["metrics"], "forgetting": forgetting, "params": final["params"],
+            "stages": results}
 
+
+def _anything_trained(out: Path) -> bool:
+    """Whether a stage of the plan in ``out`` has a checkpoint or a model (something --resume continues)."""
+    stages = out / "stages"
+    return stages.is_dir() and any(
+        (d / "model.keras").is_file() or (d / "checkpoints" / "state.json").is_file() for d in stages.iterdir())
+
+
+def _train_stages(plan: Plan, out: Path, *, resume: bool, train) -> list[dict[str, Any]]:
     results = []
     previous: Path | None = None
     for i, stage in enumerate(plan.stages):
@@ -230,12 +251,7 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
         _log.info("plan %s: stage %d/%d (%s)", plan.name, i + 1, len(plan.stages), stage.name)
         results.append(train(cfg, sdir, resume=stage_resume, force=not stage_resume))
         previous = sdir
-
-    forgetting = forgetting_matrix(out, plan)
-    _finalise(out, plan, results, forgetting)
-    final = results[-1]
-    return {"out": out, "metrics": final["metrics"], "forgetting": forgetting, "params": final["params"],
-            "stages": results}
+    return results
 
 
 def _check_taxonomy(stage: Stage, plan: Plan) -> None:

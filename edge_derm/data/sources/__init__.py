@@ -8,13 +8,13 @@ the dataset's own label, group id, official split); it does not open images or m
 
 from __future__ import annotations
 
-import csv
 import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from edge_derm.data.csvfile import read_rows
 from edge_derm.errors import ConfigError, DataError
 
 #: File extensions read as images by the folder-style sources (lower case).
@@ -123,21 +123,7 @@ def read_table(path: Path, required: Iterable[str], what: str, delimiter: str = 
     """
     if not path.is_file():
         raise DataError(f"{what} not found: {path}; check that ROOT is the unpacked dataset folder")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in required if c not in columns]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
-                                f"(found: {', '.join(columns) or 'none'}); is this the right file?")
-            rows = [{(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
-                    for row in reader]
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text file ({exc.reason}); is this the right file?") from exc
-    except csv.Error as exc:
-        raise DataError(f"{path}: malformed CSV ({exc})") from exc
-    return rows
+    return read_rows(path, required, hint="is this the right file?", delimiter=delimiter, strip=True)
 
 
 def index_files(root: Path, dirs: Iterable[Path], suffixes: tuple[str, ...] | None = None) -> dict[str, str]:
