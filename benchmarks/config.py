@@ -81,6 +81,8 @@ class BenchmarkConfig:
         timeout: seconds allowed for one benchmark_model run (android).
         adb: the adb executable.
         eval_threads: interpreter threads for host-side accuracy (None: the largest of ``threads``).
+        domains: more dataset folders scored like ``data`` (same split), shown side by side with it: another
+            acquisition domain, whose classes may be a subset of the model's.
     """
 
     models: list[Path]
@@ -100,6 +102,7 @@ class BenchmarkConfig:
     timeout: float = 600.0
     adb: str = "adb"
     eval_threads: int | None = None
+    domains: list[Path] = field(default_factory=list)
 
     def inputs(self) -> list[Path]:
         """What the benchmark reads (``--out`` may not be, hold or lie inside any of it): the models and
@@ -107,11 +110,11 @@ class BenchmarkConfig:
         from edge_derm.data.manifest import Manifest
 
         inputs = [*self.models, self.reference, self.benchmark_binary]
-        if self.data is not None:
+        for data in [self.data, *self.domains] if self.data is not None else []:
             try:
-                inputs += Manifest.load(self.data).inputs()
+                inputs += Manifest.load(data).inputs()
             except Exception:  # noqa: BLE001 - a bad dataset is reported where it is read
-                inputs.append(self.data)
+                inputs.append(data)
         return [p for p in inputs if p is not None]
 
     def __post_init__(self) -> None:
@@ -119,6 +122,9 @@ class BenchmarkConfig:
         if not self.models:
             raise ConfigError("no models given; pass .tflite files or a convert folder")
         self.data = Path(self.data) if self.data is not None else None
+        self.domains = [Path(d) for d in self.domains]
+        if self.domains and self.data is None:
+            raise ConfigError("domains need a first dataset (data) to compare with")
         self.reference = Path(self.reference) if self.reference is not None else None
         self.benchmark_binary = Path(self.benchmark_binary) if self.benchmark_binary is not None else None
         self.gates = [Gate.parse(g) if isinstance(g, str) else g for g in self.gates]
@@ -163,5 +169,5 @@ class BenchmarkConfig:
         """JSON-ready form (saved into results.json)."""
         d = asdict(self)
         d["gates"] = {g.key: g.max_drop for g in self.gates}
-        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k == "models" else v)
+        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k in ("models", "domains") else v)
                 for k, v in d.items()}

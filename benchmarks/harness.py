@@ -43,8 +43,11 @@ class ModelEntry:
     input_size: int | None = None
     resize_mode: str = "nearest"
     labels: list[str] = field(default_factory=list)
+    taxonomy: str | None = None
     metrics: dict[str, Any] | None = None
     probs: np.ndarray | None = None
+    #: the class names of ``probs``' columns: the dataset's classes, then the model's others (another domain)
+    space: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class EvalSet:
     loader: Callable[[str, int, str], np.ndarray]
     triage: dict[str, str] | None = None
     source: str = ""
+    taxonomy: str | None = None
 
     @classmethod
     def from_manifest(cls, data_dir: Path, split: str) -> "EvalSet":
@@ -75,7 +79,8 @@ class EvalSet:
             triage = dict(load_taxonomy(manifest.info.get("taxonomy", "native")).triage) or None
         except Exception as exc:  # noqa: BLE001 - triage is optional decoration of the figures
             _log.info("no triage groups for %s: %s", data_dir, exc)
-        return cls(paths, labels, manifest.classes, load_for_model, triage, f"{data_dir} ({split}, hash {manifest.hash})")
+        return cls(paths, labels, manifest.classes, load_for_model, triage, f"{data_dir} ({split}, hash {manifest.hash})",
+                   manifest.info.get("taxonomy"))
 
 
 @dataclass
@@ -87,6 +92,8 @@ class BenchmarkResult:
     gate_failures: list[str] = field(default_factory=list)
     devices: list[dict[str, Any]] = field(default_factory=list)
     latency_warnings: list[str] = field(default_factory=list)
+    #: one summary per dataset (``config.data`` first, then ``config.domains``): see :func:`domain_summary`
+    domains: list[dict[str, Any]] = field(default_factory=list)
 
 
 # -- the set of models -------------------------------------------------------------------------
@@ -144,6 +151,7 @@ def describe(path: Path, name: str) -> ModelEntry:
         return entry
     entry.quantization = _quantization(path, model.metadata, info)
     entry.input_size, entry.resize_mode, entry.labels = model.input_size, model.resize_mode, list(model.labels)
+    entry.taxonomy = (model.metadata or {}).get("taxonomy")
     return entry
 
 
@@ -156,17 +164,28 @@ def _display_names(paths: list[Path]) -> list[str]:
 
 # -- accuracy --------------------------------------------------------------------------------
 
-def _column_order(entry: ModelEntry, classes: list[str]) -> list[int] | None:
-    """Indices mapping the model's outputs to the dataset's classes; None when they cannot be matched."""
-    labels = entry.labels
-    if labels == classes:
-        return list(range(len(classes)))
-    if sorted(labels) == sorted(classes):
-        return [labels.index(c) for c in classes]
+def class_space(entry: ModelEntry, data: EvalSet) -> list[str]:
+    """The class names the entry is scored in: the dataset's classes, then the model's classes the dataset
+    lacks (another domain with fewer classes; predicting one of those is an error).
+
+    Raises:
+        DataError: the dataset has a class the model does not know, or the two use different taxonomies.
+    """
+    labels, classes = entry.labels, list(data.classes)
     if len(labels) == len(classes) and all(re.fullmatch(r"class_\d+", x) for x in labels):
         _log.warning("%s carries no labels; assuming the dataset's class order", entry.name)
-        return list(range(len(classes)))
-    return None
+        return classes
+    if entry.taxonomy and data.taxonomy and entry.taxonomy != data.taxonomy:
+        raise DataError(f"{entry.name} classifies in taxonomy {entry.taxonomy!r} but {data.source or 'the dataset'} "
+                        f"is in {data.taxonomy!r} (classes {', '.join(classes)}); build the dataset with "
+                        f"--taxonomy {entry.taxonomy}")
+    unknown = [c for c in classes if c not in labels]
+    if unknown:
+        what = f"none of its classes ({', '.join(unknown)})" if len(unknown) == len(classes) \
+            else f"class(es) {', '.join(unknown)}"
+        raise DataError(f"{data.source or 'the dataset'} has {what} among {entry.name}'s ({', '.join(labels)}); "
+                        "score a model on a dataset whose classes are among the model's")
+    return classes + [c for c in labels if c not in classes]
 
 
 def evaluate(entries: list[ModelEntry], data: EvalSet, threads: int) -> int:
@@ -181,11 +200,8 @@ def evaluate(entries: list[ModelEntry], data: EvalSet, threads: int) -> int:
     for e in entries:
         if e.status != OK:
             continue
-        order = _column_order(e, data.classes)
-        if order is None:
-            e.status, e.reason = FAILED_VALIDATION, (f"model labels {e.labels} do not match the dataset's "
-                                                     f"classes {data.classes}; benchmark it on its own dataset")
-            continue
+        e.space = class_space(e, data)
+        order = [e.labels.index(c) for c in e.space] if set(e.space) <= set(e.labels) else list(range(len(e.space)))
         try:
             model = open_model(e.path, threads)
         except ModelError as exc:
@@ -194,7 +210,7 @@ def evaluate(entries: list[ModelEntry], data: EvalSet, threads: int) -> int:
         groups.setdefault((e.input_size, e.resize_mode), []).append((e, model, order))
     bad: set[int] = set()
     for (size, mode), members in groups.items():
-        outs = {id(e): np.full((len(data.paths), len(data.classes)), np.nan, np.float32) for e, _, _ in members}
+        outs = {id(e): np.full((len(data.paths), len(e.space)), np.nan, np.float32) for e, _, _ in members}
         starts = range(0, len(data.paths), EVAL_BATCH)
         for start in progress.track(starts, f"scoring {len(members)} model(s) at {size} px", total=len(starts)):
             idx, imgs = [], []
@@ -219,8 +235,18 @@ def evaluate(entries: list[ModelEntry], data: EvalSet, threads: int) -> int:
     for members in groups.values():
         for e, _, _ in members:
             e.probs = e.probs[keep]
-            e.metrics = compute_metrics(data.labels[keep], e.probs, data.classes, triage=data.triage)
+            subset = data.classes if e.space != data.classes else None
+            e.metrics = compute_metrics(data.labels[keep], e.probs, e.space, triage=data.triage,
+                                        dataset_classes=subset)
     return len(bad)
+
+
+def disagreement(entry: ModelEntry, ref: ModelEntry) -> float:
+    """Share of images whose predicted class (by name: the two may be scored in different class spaces)
+    differs from the reference's."""
+    mine = np.asarray(entry.space, dtype=object)[entry.probs.argmax(1)]
+    theirs = np.asarray(ref.space, dtype=object)[ref.probs.argmax(1)]
+    return float(np.mean(mine != theirs))
 
 
 def pick_reference(entries: list[ModelEntry], entry: ModelEntry, explicit: ModelEntry | None) -> ModelEntry | None:
@@ -304,11 +330,11 @@ def run_benchmark(config: BenchmarkConfig, data: EvalSet | None = None) -> Bench
     if data is None and config.data is not None:
         data = EvalSet.from_manifest(config.data, config.split)
     unreadable = 0
+    from edge_derm.runtime import max_threads
+
     if data is not None:
         check_gate_classes(config.gates, data.classes)  # before minutes of measuring
         scored = entries + ([ref_entry] if ref_entry is not None and ref_entry not in entries else [])
-        from edge_derm.runtime import max_threads
-
         # host-side scoring: an Android run's thread counts are the phone's, not this machine's
         unreadable = evaluate(scored, data, config.eval_threads or min(max(config.threads), max_threads()))
         if ref_entry is not None and ref_entry.metrics is None:
@@ -323,9 +349,15 @@ def run_benchmark(config: BenchmarkConfig, data: EvalSet | None = None) -> Bench
         if ref is not None and ref.metrics is not None:
             cols["reference"] = ref.name
             cols["deltas"] = compare_metrics(e.metrics, ref.metrics)
-            cols["disagreement"] = float(np.mean(e.probs.argmax(1) != ref.probs.argmax(1)))
+            cols["disagreement"] = disagreement(e, ref)
         accuracy_cols[id(e)] = cols
 
+    domains = []  # before the timing: a dataset the models cannot be scored on fails now, not after
+    if data is not None and config.domains:
+        domains.append(domain_summary(entries, data, ref_entry))
+        for extra in config.domains:
+            domains.append(score_domain(entries, ref_entry, EvalSet.from_manifest(extra, config.split),
+                                        config.eval_threads or min(max(config.threads), max_threads())))
     rows: list[dict[str, Any]] = []
     devices: list[dict[str, Any]] = []
     if config.device == "cpu":
@@ -343,7 +375,44 @@ def run_benchmark(config: BenchmarkConfig, data: EvalSet | None = None) -> Bench
         row["unreadable_images"] = unreadable
         row["data"] = data.source if data is not None else None
     failures = check_gates(rows, config.gates, data.classes) if config.gates and data is not None else []
-    return BenchmarkResult(rows, config, failures, devices, flag_slower_than_fp32(rows))
+    return BenchmarkResult(rows, config, failures, devices, flag_slower_than_fp32(rows), domains)
+
+
+def score_domain(entries: list[ModelEntry], ref_entry: ModelEntry | None, data: EvalSet, threads: int) -> dict[str, Any]:
+    """Score copies of the entries on another dataset (the entries themselves keep their first dataset's
+    figures) and summarise them with :func:`domain_summary`."""
+    from dataclasses import replace
+
+    copies = {id(e): replace(e, metrics=None, probs=None, space=[]) for e in entries if e.status == OK}
+    ref_copy = None
+    if ref_entry is not None:
+        ref_copy = copies.get(id(ref_entry)) or replace(ref_entry, metrics=None, probs=None, space=[])
+    scored = list(copies.values()) + ([ref_copy] if ref_copy is not None and id(ref_entry) not in copies else [])
+    evaluate(scored, data, threads)
+    return domain_summary(list(copies.values()), data, ref_copy)
+
+
+def domain_summary(entries: list[ModelEntry], data: EvalSet, ref_entry: ModelEntry | None) -> dict[str, Any]:
+    """Per model on one dataset: macro F1, balanced accuracy, watched-class sensitivity, ECE, agreement with
+    the reference (fp32), and the share of predictions of classes the dataset does not have."""
+    from edge_derm.converters.presets import WATCH_CLASSES
+
+    watch = [c for c in WATCH_CLASSES if c in data.classes]
+    models = {}
+    for e in entries:
+        if e.metrics is None:
+            continue
+        m = e.metrics
+        ref = pick_reference(entries, e, ref_entry)
+        models[e.name] = {
+            "quantization": e.quantization, "n": m["n"], "macro_f1": m["macro_f1"],
+            "balanced_accuracy": m["balanced_accuracy"], "ece": m["ece"],
+            "sensitivity": {c: m["per_class"][c]["sensitivity"] for c in watch},
+            "agreement": None if ref is None or ref.probs is None else 1.0 - disagreement(e, ref),
+            "reference": None if ref is None else ref.name,
+            "absent_class_predictions": (m.get("absent_class_predictions") or {}).get("fraction", 0.0),
+        }
+    return {"data": data.source, "classes": list(data.classes), "taxonomy": data.taxonomy, "models": models}
 
 
 def flag_slower_than_fp32(rows: list[dict[str, Any]]) -> list[str]:

@@ -24,7 +24,7 @@ BASE_COLUMNS = ("model", "quantization", "format", "device", "threads", "status"
                 "latency_p90_ms", "latency_min_ms", "latency_mean_ms", "images_per_s", "speedup_vs_fp32",
                 "slower_than_fp32", "peak_memory_mb",
                 "delegate", "cpu_mask", "device_model", "soc", "android", "thermal_before", "thermal_after",
-                "unreadable_images", "path")
+                "unreadable_images", "absent_class_predictions", "path")
 CLASS_METRICS = ("sensitivity", "precision", "f1")
 
 
@@ -35,6 +35,7 @@ def flat_row(row: dict[str, Any], classes: list[str]) -> dict[str, Any]:
     for k in ("accuracy", "macro_f1", "weighted_f1"):
         out[k] = m.get(k)
         out[f"delta_{k}"] = d.get(k)
+    out["absent_class_predictions"] = (m.get("absent_class_predictions") or {}).get("fraction")
     for c in classes:
         pc, dc = (m.get("per_class") or {}).get(c, {}), (d.get("per_class") or {}).get(c, {})
         for k in CLASS_METRICS:
@@ -67,7 +68,7 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
 def results_json(result: BenchmarkResult) -> dict[str, Any]:
     return {"kind": "benchmark", "format_version": 1, "rows": result.rows, "config": result.config.as_dict(),
             "devices": result.devices, "gates": {"passed": not result.gate_failures, "failures": result.gate_failures},
-            "latency_warnings": result.latency_warnings,
+            "latency_warnings": result.latency_warnings, "domains": result.domains,
             "versions": provenance.versions()}
 
 
@@ -155,6 +156,42 @@ def failure_notes(rows: list[dict[str, Any]]) -> list[str]:
     """One line per distinct (model, device, reason) of rows that did not run (shown under the table)."""
     notes = [f"{r['model']} ({r['device']}): {r['status']}: {r['reason']}" for r in rows if r["status"] != OK]
     return list(dict.fromkeys(notes))
+
+
+def absent_class_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per model scored on a dataset with fewer classes: how often it predicted a class the dataset
+    does not have (each such prediction is an error)."""
+    notes = []
+    for r in rows:
+        absent = ((r.get("metrics") or {}).get("absent_class_predictions"))
+        if absent:
+            top = ", ".join(f"{c} {n}" for c, n in sorted(absent["by_class"].items(), key=lambda kv: -kv[1]) if n)
+            notes.append(f"{r['model']}: predicted a class this dataset does not have: {100 * absent['fraction']:.1f} % "
+                         f"of {r['metrics']['n']} images" + (f" ({top})" if top else ""))
+    return list(dict.fromkeys(notes))
+
+
+#: Columns of the side-by-side (domain-shift) view.
+DOMAIN_COLUMNS = ("model", "data", "n", "F1", "bal", "sens MM", "sens BCC", "ECE", "agree%", "absent%")
+
+
+def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
+    """Cells of the side-by-side view: for each model, one line per dataset (data 1 = the first --data)."""
+    def pct(v: Any) -> str:
+        return "" if v is None else f"{100 * v:.1f}"
+
+    names = list(dict.fromkeys(name for d in domains for name in d["models"]))
+    out = []
+    for name in names:
+        for i, d in enumerate(domains):
+            m = d["models"].get(name)
+            if m is None:
+                continue
+            sens = m.get("sensitivity") or {}
+            out.append([name if i == 0 else "", str(i + 1), str(m["n"]), pct(m["macro_f1"]), pct(m["balanced_accuracy"]),
+                        pct(sens.get("MM")), pct(sens.get("BCC")), f"{m['ece']:.3f}", pct(m["agreement"]),
+                        pct(m["absent_class_predictions"])])
+    return out
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:

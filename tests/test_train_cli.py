@@ -60,7 +60,7 @@ def test_train_evaluate_and_errors(tr_datasets, tmp_path, capsys):
     assert main(["-q", "evaluate", str(run), "--data", data]) == 1  # exists, no --force
     capsys.readouterr()
     assert main(["-q", "evaluate", str(run), "--data", str(tr_datasets["other"])]) == 1
-    assert "does not know" in capsys.readouterr().err
+    assert "has none of its classes (" in capsys.readouterr().err
 
 
 def test_train_bad_input(tr_datasets, tmp_path, capsys):

@@ -29,7 +29,7 @@ def _threads(value: str) -> list[int]:
 
 def benchmark(
     models: List[Path] = typer.Argument(..., metavar="MODELS...", help=".tflite files, or convert/run folders holding them."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder to score accuracy on (latency only without it)."),
+    data: List[Path] = typer.Option([], "--data", help="Dataset folder to score accuracy on (latency only without it). Repeat for other domains: their figures are shown side by side with the first's (their classes may be a subset of the model's)."),
     split: Split = typer.Option(Split.test, "--split", help="Dataset split to score."),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu: this machine, in-process; android: phones over adb."),
     threads: str = typer.Option("1", "--threads", help="Thread counts, comma-separated, e.g. 1,2,4."),
@@ -48,10 +48,10 @@ def benchmark(
 ) -> None:
     """Latency, size and per-class accuracy of every variant; one row per (model, device, threads)."""
     from edge_derm.benchmarks import BenchmarkConfig, run_benchmark, write_results
-    from edge_derm.benchmarks.report import OK, TABLE_COLUMNS, failure_notes, table_rows
+    from edge_derm.benchmarks.report import OK, TABLE_COLUMNS, absent_class_notes, failure_notes, table_rows
     from edge_derm.fsutil import check_output_dir
 
-    config = BenchmarkConfig(models=models, data=data, split=split.value, device=device.value,
+    config = BenchmarkConfig(models=models, data=data[0] if data else None, domains=data[1:], split=split.value, device=device.value,
                              threads=_threads(threads), warmup=warmup, runs=runs, reference=reference,
                              gates=list(max_drop), serials=list(serial), benchmark_binary=benchmark_binary,
                              use_gpu=use_gpu, use_nnapi=use_nnapi, cpu_mask=cpu_mask, timeout=timeout)
@@ -77,6 +77,10 @@ def benchmark(
                "from the reference; ms = median latency (mean where a device build prints no median)")
     for note in failure_notes(result.rows):
         typer.echo(note)
+    for note in absent_class_notes(result.rows):
+        typer.echo(note)
+    if result.domains:
+        _print_domains(console, result.domains)
     for msg in result.latency_warnings:
         typer.echo(f"warning: {msg}", err=True)
     if out is not None:
@@ -97,6 +101,26 @@ def benchmark(
                          f"{'written' if out is not None else 'shown'})")
     if result.gate_failures:
         raise typer.Exit(1)
+
+
+def _print_domains(console, domains: list[dict]) -> None:
+    """The side-by-side view: one row per model, one column group per dataset."""
+    from rich import box
+    from rich.table import Table
+
+    from edge_derm.benchmarks.report import DOMAIN_COLUMNS, domain_rows
+
+    table = Table(title="across datasets (domain shift)", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    for col in DOMAIN_COLUMNS:
+        table.add_column(col, justify="left" if col in ("model", "data") else "right", no_wrap=True)
+    for cells in domain_rows(domains):
+        table.add_row(*cells)
+    console.print(table)
+    for i, d in enumerate(domains):
+        typer.echo(f"data {i + 1}: {d['data']}; classes {', '.join(d['classes'])}")
+    typer.echo("F1 = macro F1 over the dataset's classes; bal = balanced accuracy; sens = sensitivity; agree = same "
+               "class as the reference (fp32); absent = predictions of a class the dataset does not have (errors)")
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,7 @@ def compute_metrics(
     triage: Mapping[str, str] | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    dataset_classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Compute every reported metric for one model on one labelled set.
 
@@ -45,6 +46,9 @@ def compute_metrics(
             missing from it count as ``"unknown"``. ``None`` (or all-unknown) gives ``triage: None``.
         bootstrap: Number of bootstrap resamples for confidence intervals (0 = none).
         seed: Seed of the bootstrap resampling.
+        dataset_classes: The classes the dataset has, when they are a subset of the model's ``classes``
+            (another domain): predictions of the model's other classes are errors (they count against
+            the true class, like any wrong prediction) and are also counted in ``absent_class_predictions``.
 
     Returns:
         A JSON-serialisable dict (fractions in [0, 1]); see docs/ARCHITECTURE.md for the keys.
@@ -91,6 +95,15 @@ def compute_metrics(
         "confusion_normalised": _row_normalise(cm),
         "triage": triage_view(cm, classes, triage),
     }
+    if dataset_classes is not None:
+        unknown = [c for c in dataset_classes if c not in classes]
+        if unknown:
+            raise DataError(f"dataset class(es) {unknown} are not among the model's classes {classes}")
+        absent = [i for i, c in enumerate(classes) if c not in set(dataset_classes)]
+        if absent:
+            by_class = {classes[i]: int(predicted[i]) for i in absent}
+            count = sum(by_class.values())
+            out["absent_class_predictions"] = {"count": count, "fraction": count / len(y), "by_class": by_class}
     if bootstrap > 0:
         out["bootstrap"] = _bootstrap(y, y_pred, classes, int(bootstrap), seed)
     return out

@@ -53,6 +53,9 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[list[str]]:
         ["macro F1", pct(metrics.get("macro_f1")), interval(boot.get("macro_f1"))],
         ["expected calibration error", pct(metrics.get("ece")), ""],
     ]
+    absent = metrics.get("absent_class_predictions")
+    if absent:  # scored on a dataset with fewer classes than the model (another domain)
+        rows.append(["predicted a class this dataset does not have", pct(absent["fraction"]), ""])
     tri = metrics.get("triage")
     if tri:
         rows.append(["triage accuracy", pct(tri.get("accuracy")), ""])

@@ -61,11 +61,16 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     cfg = read_run(run)
     manifest = Manifest.load(data)
     classes = list(cfg["classes"])
-    unknown = [c for c in manifest.classes if c not in classes and manifest.subset(split)
-               and any(r.label == c for r in manifest.subset(split))]
+    run_tax, data_tax = cfg.get("taxonomy"), manifest.info.get("taxonomy")
+    if run_tax and data_tax and run_tax != data_tax:
+        raise DataError(f"{run} classifies in taxonomy {run_tax!r} but {data} is in {data_tax!r} (classes "
+                        f"{', '.join(manifest.classes)}); build the dataset with --taxonomy {run_tax}")
+    unknown = [c for c in manifest.classes if c not in classes]
     if unknown:
-        raise DataError(f"{data} has class(es) {', '.join(unknown)} that the run does not know "
-                        f"(run classes: {', '.join(classes)}); evaluate on a dataset with the run's taxonomy")
+        what = f"none of its classes ({', '.join(unknown)})" if len(unknown) == len(manifest.classes) \
+            else f"class(es) {', '.join(unknown)}"
+        raise DataError(f"{data} has {what} among the run's ({', '.join(classes)}); evaluate on a dataset "
+                        "whose classes are among the run's")
     paths, labels = manifest.arrays(split)
     if not paths:
         raise DataError(f"{data} has no {split!r} images; choose another --split")
@@ -77,7 +82,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     model = load_model(run / "model.keras")
     probs = predict(model, paths, int(cfg["image_size"]), cfg.get("resize_mode", "nearest"), description="evaluating")
     metrics = score_with_calibration(y, probs, classes, cfg.get("triage") or _triage(cfg.get("taxonomy"), classes),
-                                     cfg.get("calibration"), bootstrap=bootstrap, seed=seed)
+                                     cfg.get("calibration"), bootstrap=bootstrap, seed=seed,
+                                     dataset_classes=manifest.classes if manifest.classes != classes else None)
     metrics["split"] = split
     metrics["data"] = {"dir": str(Path(data).resolve()), "hash": manifest.hash}
     metrics["run"] = str(run.resolve())

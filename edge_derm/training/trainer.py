@@ -696,16 +696,20 @@ def evaluate_model(model, data: TrainingData, config: TrainConfig, out: Path,
 
 
 def score_with_calibration(labels: np.ndarray, probs: np.ndarray, classes: list[str], triage: dict | None,
-                           calibration: dict[str, Any] | None, *, bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+                           calibration: dict[str, Any] | None, *, bootstrap: int = 0, seed: int = 0,
+                           dataset_classes: list[str] | None = None) -> dict[str, Any]:
     """compute_metrics on the calibrated probabilities, plus ``calibration`` (ECE before/after) and
-    ``operating_point`` (the stored threshold's sensitivity / specificity on these images)."""
+    ``operating_point`` (the stored threshold's sensitivity / specificity on these images).
+    ``dataset_classes``: see :func:`edge_derm.evaluation.compute_metrics` (another domain's fewer classes)."""
     from edge_derm import calibration as cal
     from edge_derm.evaluation import compute_metrics, expected_calibration_error
 
     if not calibration:
-        return compute_metrics(labels, probs, classes, triage=triage, bootstrap=bootstrap, seed=seed)
+        return compute_metrics(labels, probs, classes, triage=triage, bootstrap=bootstrap, seed=seed,
+                               dataset_classes=dataset_classes)
     calibrated = cal.apply(probs, calibration["temperature"], calibration.get("log_prior"))
-    metrics = compute_metrics(labels, calibrated, classes, triage=triage, bootstrap=bootstrap, seed=seed)
+    metrics = compute_metrics(labels, calibrated, classes, triage=triage, bootstrap=bootstrap, seed=seed,
+                              dataset_classes=dataset_classes)
     metrics["calibration"] = {
         "temperature": calibration["temperature"],
         "prevalence": calibration.get("prevalence", "balanced"),
