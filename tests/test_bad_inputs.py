@@ -107,6 +107,8 @@ def corpus(tmp_path_factory, cv_run, cv_converted):
     user_csv = base / "user.csv"
     user_csv.write_text("path,label\nMM/train 0.png,MM\nMM/train 1.png\n")
     cases["user.csv"] = user_csv
+    cases["user csv empty label"] = base / "user empty label.csv"
+    cases["user csv empty label"].write_text("path,label\n\nMM/train 0.png,MM\nMM/train 1.png,\n")  # line 4
     cases["user csv no label"] = base / "user no label.csv"
     cases["user csv no label"].write_text("path,diagnosis\nMM/train 0.png,MM\n")
     for name, text in (("recipe typo.toml", 'name = "r"\nlr_hed = 0.001\n'), ("recipe latin1.toml", None)):
@@ -180,6 +182,8 @@ CASES = [
     (["data", "inspect", "{ds extra fields}"], ["ds extra fields"], "line 4 has 8 field(s), the header has 6"),
     (["data", "inspect", "{ds open quote}"], ["ds open quote"], "at line 3"),
     (["data", "build", "csv", "{user.csv}", "--out", "{tmp}/o"], ["user.csv"], "line 3 has 1 field(s)"),
+    (["data", "build", "csv", "{user csv empty label}", "--out", "{tmp}/o"], ["user csv empty label"],
+     "line 4: empty path or label"),
     (["data", "build", "csv", "{user csv no label}", "--out", "{tmp}/o"], ["user csv no label"],
      "missing column(s) label"),
     # unreadable image after the build: evaluate and benchmark as train (test_image_unreadable_... below)

@@ -20,6 +20,16 @@ def read_rows(path: Path, required: Iterable[str], *, hint: str, delimiter: str 
     """Rows of a CSV file as dicts keyed by the (stripped) header; blank lines are skipped.
 
     Raises:
+        DataError: see :func:`read_numbered_rows`.
+    """
+    return [row for _, row in read_numbered_rows(path, required, hint=hint, delimiter=delimiter, strip=strip)]
+
+
+def read_numbered_rows(path: Path, required: Iterable[str], *, hint: str, delimiter: str = ",",
+                       strip: bool = False) -> list[tuple[int, dict[str, str]]]:
+    """``(line the row starts on, row)`` for every row of a CSV file (see :func:`read_rows`).
+
+    Raises:
         DataError: the file cannot be read, is not UTF-8, lacks a ``required`` column, is malformed, or
             has a row whose field count differs from the header's -- with the line it starts on and ``hint``.
     """
@@ -51,7 +61,7 @@ def read_rows(path: Path, required: Iterable[str], *, hint: str, delimiter: str 
                         if reader.line_num > start else ""
                     raise DataError(f"{path}: line {start} has {len(fields)} field(s), the header has "
                                     f"{len(columns)}{spans}; {hint}")
-                rows.append(dict(zip(columns, (f.strip() for f in fields) if strip else fields)))
+                rows.append((start, dict(zip(columns, (f.strip() for f in fields) if strip else fields))))
             start = reader.line_num + 1
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV at line {start} ({exc}); {hint}") from exc

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_derm.data.sources import SourceItem, read_table, register
+from edge_derm.data.csvfile import read_numbered_rows
+from edge_derm.data.sources import SourceItem, register
 from edge_derm.errors import ConfigError, DataError
 
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -22,7 +23,8 @@ def read(root: Path, modality: str | None = None) -> list[SourceItem]:
         DataError: no or several CSVs, missing columns, empty cells, unknown split names.
     """
     csv_path = _find_csv(root)
-    rows = read_table(csv_path, ("path", "label"), "CSV file")
+    numbered = read_numbered_rows(csv_path, ("path", "label"), hint="is this the right file?", strip=True)
+    rows = [row for _, row in numbered]
     if not rows:
         raise DataError(f"{csv_path} has no rows; add path,label rows")
     has_group = "group" in rows[0]
@@ -30,14 +32,15 @@ def read(root: Path, modality: str | None = None) -> list[SourceItem]:
     if modality is not None:
         if "modality" not in rows[0]:
             raise ConfigError(f"--modality {modality} given but {csv_path} has no modality column")
-        rows = [r for r in rows if r["modality"].lower() == modality.lower()]
+        numbered = [(i, r) for i, r in numbered if r["modality"].lower() == modality.lower()]
+        rows = [r for _, r in numbered]
         if not rows:
             raise DataError(f"{csv_path}: no rows with modality {modality!r}")
     splits = [r.get("split", "") for r in rows] if has_split else []
     if splits and any(splits) and not all(splits):
         raise DataError(f"{csv_path}: the split column is filled on some rows only; fill it on every row or drop it")
     items = []
-    for i, r in enumerate(rows, start=2):
+    for i, r in numbered:
         if not r["path"] or not r["label"]:
             raise DataError(f"{csv_path} line {i}: empty path or label; fill or remove the row")
         split = ""
