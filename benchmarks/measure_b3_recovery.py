@@ -1,7 +1,7 @@
 """Measure: EfficientNet-B3's post-training int8 collapse and its recovery by the recipe search (issue 12, item 4).
 
     .venv/bin/python benchmarks/measure_b3_recovery.py --out b3-out [--shared ../shared] [--image-size 128]
-        [--epochs 1] [--min-agreement 0.97] [--md benchmarks/results/b3_recovery.md]
+        [--epochs 1] [--min-agreement 0.97] [--skip-search] [--diagnose] [--md benchmarks/results/b3_recovery.md]
 
 No ImageNet weights for EfficientNet-B3 can be downloaded here, so each B3 is trained from scratch
 (``--weights none --unfreeze full``, the recommended recipe otherwise), "as well as this machine
@@ -107,6 +107,100 @@ def tried_table(search: dict) -> str:
     return out
 
 
+def _group(tensor: str) -> str:
+    """The Keras block a converted tensor belongs to (``block3`` for ``.../block3a_expand_conv/...``)."""
+    import re
+
+    m = re.search(r"/(block\d)", tensor)
+    if m:
+        return m.group(1)
+    return next((g for g in ("stem", "top", "head") if f"/{g}" in tensor), "other")
+
+
+def diagnose(run: Path, data: Path, n_calibration: int = 256, n_verify: int = 400, n_16x8: int = 120,
+             seed: int = 0) -> dict:
+    """Where the int8 error of a model comes from, with no search: calibrated once, then (a) only one
+    group of layers (stem, block1..7, top, head) quantised, the rest float, (b) one group kept float, the
+    rest int8, (c) float sensitivity of the Keras model itself (input noise of 0.5 grey levels, weight
+    noise on every kernel) and its top-1/top-2 probability margins, (d) 16x8 (int16 activations, int8
+    weights) on ``n_16x8`` images (its kernels are reference code: slow)."""
+    import tf_keras as keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_derm.converters.calibration import sample_images
+    from edge_derm.converters.convert import keras_predict, load_keras, load_run
+    from edge_derm.converters.presets import get_preset
+    from edge_derm.converters.search import Calibrated, convert_16x8
+    from edge_derm.runtime import TFLiteModel
+
+    cfg = load_run(run)
+    model = load_keras(run, cfg)
+    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    calib = sample_images(data, classes, size, resize, n=n_calibration, seed=seed, splits=("train",))
+    ver = sample_images(data, classes, size, resize, n=n_verify, seed=seed + 1, splits=("test",),
+                        purpose="verification", compact=True)
+    images = np.asarray(ver.images, dtype=np.float32)
+    ref_probs = keras_predict(model, images)
+    ref = ref_probs.argmax(1)
+    cal = Calibrated(model, get_preset("int8"), calib.images)
+    groups: dict[str, list[str]] = {}
+    for d in Interpreter(model_content=cal.calibrated).get_tensor_details():
+        if d["name"]:
+            groups.setdefault(_group(d["name"]), []).append(d["name"])
+    order = [g for g in ["stem", *(f"block{i}" for i in range(1, 8)), "top", "head", "other"] if g in groups]
+    tmp = run.parent / f".{run.name}-diagnose.tflite"
+
+    def agreement(float_nodes: list[str]) -> float:
+        data_ = cal.quantize(per_channel=True, io="float32", float_nodes=float_nodes)
+        return float((TFLiteModel(tmp, content=data_, check_hash=False).predict(images).argmax(1) == ref).mean())
+
+    out: dict = {"n_verify": len(images), "n_calibration": len(calib.images), "all_int8": agreement([]),
+                 "groups": {g: len(groups[g]) for g in order}, "only_int8": {}, "float": {}}
+    for g in order:
+        _log.info("diagnose: %s", g)
+        out["only_int8"][g] = agreement([n for h in order if h != g for n in groups[h]])
+        out["float"][g] = agreement(groups[g])
+    rng = np.random.default_rng(seed)
+    top2 = np.sort(ref_probs, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    out["margin_median"], out["margin_below_0.02"] = float(np.median(margin)), float((margin < 0.02).mean())
+    noisy = np.clip(images + rng.normal(0, 0.5, images.shape), 0, 255).astype(np.float32)
+    out["input_noise_0.5"] = float((keras_predict(model, noisy).argmax(1) == ref).mean())
+    kernels = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")]
+    saved = [layer.get_weights() for layer in kernels]
+    for sd in (0.001, 0.004):
+        for layer, w in zip(kernels, saved):
+            layer.set_weights([w[0] * (1 + rng.normal(0, sd, w[0].shape)).astype(np.float32), *w[1:]])
+        out[f"weight_noise_{sd}"] = float((keras_predict(model, images).argmax(1) == ref).mean())
+        for layer, w in zip(kernels, saved):
+            layer.set_weights(w)
+    if n_16x8:
+        _log.info("diagnose: 16x8 on %d images (reference kernels)", n_16x8)
+        q16 = TFLiteModel(tmp, content=convert_16x8(model, get_preset("int8"), calib.images), check_hash=False)
+        t = time.perf_counter()
+        got = q16.predict(images[:n_16x8]).argmax(1)
+        out["16x8"] = {"n": int(n_16x8), "agreement": float((got == ref[:n_16x8]).mean()),
+                       "seconds_per_image": (time.perf_counter() - t) / n_16x8}
+    keras.backend.clear_session()
+    tmp.unlink(missing_ok=True)
+    return out
+
+
+def diagnosis_md(d: dict) -> str:
+    rows = "".join(f"| {g} | {d['groups'][g]} | {100 * d['only_int8'][g]:.1f} % | {100 * d['float'][g]:.1f} % |\n"
+                   for g in d["groups"])
+    q16 = d.get("16x8")
+    return (f"\n### Where the error comes from\n\nCalibrated once on {d['n_calibration']} training images; top-1 "
+            f"agreement with the Keras model on {d['n_verify']} test images. Everything int8 (per-channel): "
+            f"{100 * d['all_int8']:.1f} %.\n\n| group | tensors | only this group int8 | only this group float |\n"
+            f"|---|--:|--:|--:|\n{rows}\nFloat sensitivity of the Keras model (no quantiser): input noise of 0.5 grey "
+            f"levels {100 * d['input_noise_0.5']:.1f} %, 0.1 % weight noise on every kernel "
+            f"{100 * d['weight_noise_0.001']:.1f} %, 0.4 % {100 * d['weight_noise_0.004']:.1f} %; median top-1/top-2 "
+            f"probability margin {d['margin_median']:.3f} ({100 * d['margin_below_0.02']:.1f} % of images below 0.02).\n"
+            + ("" if not q16 else f"\n16x8 (int16 activations, int8 weights): {100 * q16['agreement']:.1f} % agreement on "
+               f"{q16['n']} images, {q16['seconds_per_image']:.2f} s per image (reference kernels).\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("b3-out"))
@@ -120,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--md", type=Path, help="also write the markdown (and a .json sibling) here")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--diagnose", action="store_true", help="also locate the int8 error of each B3 by layer group "
+                    "and measure its float sensitivity and 16x8 (see diagnose())")
+    ap.add_argument("--verify-size", type=int, default=None, help="convert's --verify-size: the search scores each "
+                    "recipe on at most this many images (B3's 16x8 runs ~0.4 s per image); the table below is "
+                    "always scored on every image")
+    ap.add_argument("--skip-search", action="store_true", help="no --min-agreement search (it can run for hours on B3)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out.resolve()
@@ -140,24 +240,27 @@ def main(argv: list[str] | None = None) -> int:
             edge_derm_cli(["train", "--data", str(data), "--backbone", "efficientnet_b3", "--weights", "none",
                            "--unfreeze", "full", "--image-size", str(args.image_size), "--epochs-per-block",
                            str(args.epochs), "--out", str(run), "--force"])
-        common = ["--verify-data", str(data), "--keep-failed", "--force"]
+        common = ["--verify-data", str(data), "--keep-failed", "--force",
+                  *(["--verify-size", str(args.verify_size)] if args.verify_size else [])]
         folders = {"default": out / f"convert-{name}-default", "search": out / f"convert-{name}-search"}
         if args.force or not (folders["default"] / "model.json").is_file():
             edge_derm_cli(["convert", str(run), "--quantize", "fp32", "--quantize", "int8", "--out",
                            str(folders["default"]), *common], ok_codes=(0, 1))
-        if args.force or not (folders["search"] / "model.json").is_file():
+        if not args.skip_search and (args.force or not (folders["search"] / "model.json").is_file()):
             edge_derm_cli(["convert", str(run), "--quantize", "int8", "--min-agreement", str(args.min_agreement),
                            "--out", str(folders["search"]), *common], ok_codes=(0, 1))
-        doc = json.loads((folders["search"] / "model.json").read_text())["variants"]["int8"]
+        searched = not args.skip_search and (folders["search"] / "model.json").is_file()
+        doc = json.loads((folders["search"] / "model.json").read_text())["variants"]["int8"] if searched else None
         default = json.loads((folders["default"] / "model.json").read_text())["variants"]["int8"]
-        files = {"fp32": folders["default"] / "model.fp32.tflite", "int8 (default)": folders["default"] / "model.int8.tflite",
-                 f"int8 search >= {args.min_agreement}: {doc['recipe']['name']}": folders["search"] / "model.int8.tflite"}
+        files = {"fp32": folders["default"] / "model.fp32.tflite", "int8 (default)": folders["default"] / "model.int8.tflite"}
+        if doc is not None:
+            files[f"int8 search >= {args.min_agreement}: {doc['recipe']['name']}"] = folders["search"] / "model.int8.tflite"
         rows = score(files, data, run, args.rounds, args.runs)
         metrics = json.loads((run / "metrics.json").read_text())
         train_s = json.loads((run / "checkpoints" / "state.json").read_text()).get("train_seconds")
         epochs = max(0, len((run / "history.csv").read_text().strip().splitlines()) - 1)  # one row per epoch
         met = rows[-1]["top1_agreement"] >= args.min_agreement
-        results[name] = {"rows": rows, "search": doc["search"], "recipe": doc["recipe"],
+        results[name] = {"rows": rows, "search": doc and doc["search"], "recipe": doc and doc["recipe"],
                          "default_collapse": default.get("collapse"), "fp32_test_macro_f1": metrics["macro_f1"],
                          "fp32_test_accuracy": metrics["accuracy"], "train_seconds": train_s,
                          "epochs": epochs, "data": str(data.resolve()), "recovered_ge_bar": met}
@@ -168,8 +271,15 @@ def main(argv: list[str] | None = None) -> int:
                + (f" in {train_s / 60:.0f} min" if train_s else "")
                + f"; fp32 test accuracy {100 * metrics['accuracy']:.1f} %, macro F1 {100 * metrics['macro_f1']:.1f} %. "
                f"Recovered to >= {100 * args.min_agreement:.0f} % agreement: **{'met' if met else 'NOT met'}**.\n\n"
-               + table(rows) + f"\n`convert --min-agreement {args.min_agreement}` tried (bar met: "
-               f"{doc['search']['met']}):\n\n" + tried_table(doc["search"]))
+               + table(rows))
+        if doc is not None:
+            md += (f"\n`convert --min-agreement {args.min_agreement}` tried (bar met: {doc['search']['met']}):\n\n"
+                   + tried_table(doc["search"]))
+        else:
+            md += "\nThe `--min-agreement` search was not run (`--skip-search`).\n"
+        if args.diagnose:
+            results[name]["diagnosis"] = diagnose(run, data)
+            md += diagnosis_md(results[name]["diagnosis"])
     doc = {"kind": "measure_b3_recovery", "image_size": args.image_size, "epochs": args.epochs,
            "min_agreement": args.min_agreement, "results": results, "machine": machine(), "cpu_isa": cpu_flags(),
            "load_average": os.getloadavg(), "versions": versions(), "command": " ".join(sys.argv),

@@ -14,7 +14,8 @@ modality, not the smartphone-vs-dermoscopy shift of the paper; it shows the tool
 
 Steps, each through the CLI as a user runs it: ``data build ham10000`` (dermai13), a site filter of
 the manifest (this script), ``train`` (``--recipe recommended``, ImageNet weights from ``../shared``),
-``convert`` (fp32, fp16, dynamic, int8), ``benchmark --data A --data B``. Finished steps in ``--out``
+``convert`` (fp32, fp16, dynamic, int8; ``--keep-failed``, so that a variant below its fidelity bar is
+still measured, and the table says which passed), ``benchmark --data A --data B``. Finished steps in ``--out``
 are reused. Writes ``results.md`` / ``results.json`` into ``--out`` (and ``--md`` with its ``.json``).
 """
 
@@ -97,9 +98,10 @@ def main() -> None:
         from edge_derm.cli import main as edm
 
         argv = ["convert", str(run), "--quantize", "fp32", "--quantize", "fp16", "--quantize", "dynamic",
-                "--quantize", "int8", "--out", str(conv), "--force"]
+                "--quantize", "int8", "--keep-failed", "--out", str(conv), "--force"]
         _log.info("$ edge-derm %s", " ".join(argv))
-        edm(["--quiet", *argv])  # exit 1 when a mode misses its fidelity bar: the others are written
+        # exit 1 when a mode misses its fidelity bar; --keep-failed writes it anyway: its domain gap is the question
+        edm(["--quiet", *argv])
     bench = a.out / "bench"
     cli("benchmark", str(conv), "--data", str(dom_a), "--data", str(dom_b), "--threads", "1", "--runs", "20",
         "--out", str(bench), "--force")
@@ -126,6 +128,12 @@ def write_results(a: argparse.Namespace, doc: dict, counts: dict, run: Path) -> 
              "`absent` = predictions of a class B does not have (errors).", "",
              header, "|" + "|".join(["---"] * 10) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in domain_rows(doc["domains"])]
+    verdicts = json.loads((run / "convert" / "model.json").read_text()).get("summary", [])
+    if verdicts:
+        lines += ["", "Conversion verdicts (fidelity to the Keras model on A's validation + test images): " + "; ".join(
+            f"{v.get('mode')} {v.get('status')}" + (f" ({100 * v['top1_agreement']:.1f} % agreement)"
+                                                    if v.get("top1_agreement") is not None else "")
+            for v in verdicts) + "."]
     text = "\n".join(lines) + "\n"
     out = {"command": f"measure_domain_shift --out {a.out}", "counts": counts, "domains": doc["domains"],
            "alpha": a.alpha, "image_size": a.image_size, "cpu": cpu}

@@ -17,7 +17,10 @@ images is kept (every try is recorded). "Cheap" is what the shipped file costs o
 5. 16x8: int16 activations, int8 weights, every op (TFLite's
    ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``); integer-only but on CPU it
    runs TFLite's reference kernels (not XNNPACK), so it is last, with ai-edge-quantizer's a16w8
-   (``static_wi8_ai16``) after it when installed.
+   (``static_wi8_ai16``) after it when installed. Exception: when the best full-integer recipe is
+   more than ``COLLAPSE_GAP`` below the bar (a collapse), 16x8 comes before step 4: a collapse spread
+   over the whole network is out of reach of a few float layers, and the greedy steps are the
+   search's most expensive part.
 
 A calibration sample is calibrated once (``_experimental_calibrate_only``) and quantised many
 times (``mlir_quantize``), exactly as TensorFlow's own quantisation debugger does.
@@ -46,6 +49,11 @@ _log = logging.getLogger(__name__)
 SEARCH_CANDIDATES = 6
 #: At most this many float layers in a selective recipe.
 MAX_FLOAT_LAYERS = 3
+#: When the best full-integer recipe is this far below the bar, the error is a collapse, and a collapse spread
+#: over the network (EfficientNet-B3: every block alone costs 6-56 points, no group kept in float helps;
+#: benchmarks/measure_b3_recovery.py --diagnose) is out of reach of a few float layers, each greedy step of which
+#: costs SEARCH_CANDIDATES conversions: 16x8 (int16 activations) is tried before the greedy search.
+COLLAPSE_GAP = 0.10
 
 
 @dataclass
@@ -275,6 +283,19 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
             return SearchResult(cand, best, tried)
     cal = calibrated[best_cal]
     images = samples[best_cal][0]
+
+    def try_16x8() -> Candidate | None:
+        return attempt(Recipe(f"16x8 (int16 activations, int8 weights), {cal.n} calibration images",
+                              calibration=best_cal, calibration_n=cal.n, activations="int16", io="float32"),
+                       lambda: convert_16x8(model, preset, images))
+
+    early_16x8 = bar - best_cal_agreement > COLLAPSE_GAP
+    if early_16x8:
+        _log.info("int8 search: best full-integer agreement %.4f is more than %.2f below the bar: 16x8 first",
+                  best_cal_agreement, COLLAPSE_GAP)
+        cand = try_16x8()
+        if done(cand):
+            return SearchResult(cand, best, tried)
     # Greedy selective quantisation: each step keeps the candidate layer whose float copy helps the output most.
     try:
         pool = list(candidates(images))[:n_candidates]
@@ -297,11 +318,10 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
         if step is None or step.agreement <= current:
             break  # no candidate helps any more
         layers, current = list(step.recipe.float_layers), step.agreement
-    cand = attempt(Recipe(f"16x8 (int16 activations, int8 weights), {cal.n} calibration images",
-                          calibration=best_cal, calibration_n=cal.n, activations="int16", io="float32"),
-                   lambda: convert_16x8(model, preset, images))
-    if done(cand):
-        return SearchResult(cand, best, tried)
+    if not early_16x8:
+        cand = try_16x8()
+        if done(cand):
+            return SearchResult(cand, best, tried)
     if use_aeq:
         cand = attempt(Recipe(f"ai-edge-quantizer a16w8, {n0} calibration images", calibration="default",
                               calibration_n=n0, activations="int16", io="int16", backend="ai-edge-quantizer"),
