@@ -103,10 +103,23 @@ def main() -> None:
         # exit 1 when a mode misses its fidelity bar; --keep-failed writes it anyway: its domain gap is the question
         edm(["--quiet", *argv])
     bench = a.out / "bench"
+    if (bench / "results.json").is_file():
+        write_results(a, json.loads((bench / "results.json").read_text()), counts, run)
+        return
     cli("benchmark", str(conv), "--data", str(dom_a), "--data", str(dom_b), "--threads", "1", "--runs", "20",
-        "--out", str(bench), "--force")
+        "--out", str(bench))
     doc = json.loads((bench / "results.json").read_text())
     write_results(a, doc, counts, run)
+
+
+def _wilson(m: dict) -> str:
+    """``p % [lo, hi]``: the agreement with its 95 % Wilson score interval over ``n`` images."""
+    import math
+
+    p, n, z = m["agreement"], m["n"], 1.96
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return f"{100 * p:.1f} % [{100 * (centre - half):.1f}, {100 * (centre + half):.1f}]"
 
 
 def write_results(a: argparse.Namespace, doc: dict, counts: dict, run: Path) -> None:
@@ -128,6 +141,9 @@ def write_results(a: argparse.Namespace, doc: dict, counts: dict, run: Path) -> 
              "`absent` = predictions of a class B does not have (errors).", "",
              header, "|" + "|".join(["---"] * 10) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in domain_rows(doc["domains"])]
+    lines += ["", "Agreement with fp32, 95 % Wilson interval (binomial, over images): " + "; ".join(
+        f"{name.removesuffix('.tflite')} {' vs '.join(_wilson(d['models'][name]) for d in doc['domains'])}"
+        for name in doc["domains"][0]["models"] if doc["domains"][0]["models"][name]["quantization"] != "fp32") + "."]
     verdicts = json.loads((run / "convert" / "model.json").read_text()).get("summary", [])
     if verdicts:
         lines += ["", "Conversion verdicts (fidelity to the Keras model on A's validation + test images): " + "; ".join(

@@ -180,7 +180,12 @@ def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
     def pct(v: Any) -> str:
         return "" if v is None else f"{100 * v:.1f}"
 
-    names = list(dict.fromkeys(name for d in domains for name in d["models"]))
+    from edge_derm.benchmarks.harness import QUANTIZATIONS
+
+    quant = {name: m.get("quantization") for d in domains for name, m in d["models"].items()}
+    order = {q: i for i, q in enumerate(QUANTIZATIONS)}  # fp32 first, then the quantised variants
+    names = sorted(dict.fromkeys(name for d in domains for name in d["models"]),
+                   key=lambda n: (order.get(quant[n], len(order)), n))
     out = []
     for name in names:
         for i, d in enumerate(domains):
