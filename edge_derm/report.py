@@ -708,6 +708,16 @@ def _benchmark_section(doc: Doc, s: Section, root: Path, prov: list) -> None:
         doc.table(["model"] + classes,
                   [[lab] + [_pct((_per_class(r).get(c) or {}).get("f1")) for c in classes]
                    for lab, (r, _, _) in per_model.items()])
+    domains = [d for d in (s.info.get("domains") or []) if isinstance(d, Mapping) and isinstance(d.get("models"), Mapping)]
+    if domains:
+        from edge_derm.benchmarks.report import DOMAIN_COLUMNS, domain_rows
+
+        doc.h(2, "Across datasets (domain shift)")
+        doc.table(list(DOMAIN_COLUMNS), domain_rows(domains), ["l", "l"] + ["r"] * (len(DOMAIN_COLUMNS) - 2))
+        doc.p("; ".join(f"data {i + 1}: {d.get('data')} (classes {', '.join(d.get('classes') or [])})"
+                        for i, d in enumerate(domains))
+              + ". Macro F1 and balanced accuracy are over each dataset's classes; 'absent' is the share of "
+                "predictions of a class the dataset does not have (errors); 'agree' is against the reference.")
     try:
         doc.img(f"{_slug(name)}_latency_f1.png", plot_latency_f1(points, None), "latency vs macro F1")
     except DataError as exc:

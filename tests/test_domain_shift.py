@@ -123,6 +123,11 @@ def test_side_by_side_view_over_two_datasets(bm_models, tmp_path, capsys, monkey
     assert away_dyn["n"] == 16 and away_dyn["reference"] == "model.fp32.tflite"
     assert doc["domains"][0]["models"]["model.fp32.tflite"]["macro_f1"] == 1.0
     assert doc["config"]["domains"] == [str(away)]
+    # the report shows the same view
+    assert main(["-q", "report", str(out), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Across datasets (domain shift)" in md
+    assert f"| 2 | 16 | " in md and f"| {100 * absent:.1f} |" in md and "classes red, blue" in md
 
 
 def test_domain_refusals_are_one_line(bm_models, cv_run, cv_converted, tmp_path, capsys):
