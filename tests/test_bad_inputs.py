@@ -123,6 +123,9 @@ def corpus(tmp_path_factory, cv_run, cv_converted):
     sorted((broken / "images" / "MM").glob("test*.png"))[0].write_bytes(b"not a png any more")
     cases["ds broken image"] = broken
     cases["run"] = cv_run
+    # another domain (issue 18): a taxonomy mismatch, and no class in common with the model
+    cases["ds dermai13"] = make_tr_dataset(base / "ds dermai13", ["MM", "Nev"], n_train=2, n_test=2, taxonomy="dermai13")
+    cases["ds alien"] = make_tr_dataset(base / "ds alien", ["X", "Y"], n_train=2, n_test=2)
     cases["app"] = base / "app"
     shutil.copytree(Path(__file__).resolve().parents[1] / "android_demo", cases["app"])
     return cases
@@ -217,6 +220,15 @@ CASES = [
     (["train", "--plan", "nosuch", "--out", "{tmp}/o"], [], "nosuch"),
     (["report", "{empty folder}"], [], "empty folder"),
     (["export", "android", "{converted}", "--app", "{app}", "--variant", "qat"], ["converted", "app"], "qat"),
+    # another domain (issue 18): one line naming the classes or the taxonomies
+    (["benchmark", "{converted}/model.fp32.tflite", "--data", "{ds alien}"], ["ds alien", "converted"],
+     "has none of its classes (X, Y) among model.fp32.tflite's (MM, Nev, BCC)"),
+    (["benchmark", "{converted}/model.fp32.tflite", "--data", "{good}", "--data", "{ds dermai13}"],
+     ["ds dermai13", "good", "converted"], "classifies in taxonomy 'native' but"),
+    (["evaluate", "{run}", "--data", "{ds alien}", "--out", "{tmp}/o"], ["ds alien", "run"],
+     "has none of its classes (X, Y) among the run's (MM, Nev, BCC)"),
+    (["evaluate", "{run}", "--data", "{ds dermai13}", "--out", "{tmp}/o"], ["ds dermai13", "run"],
+     "build the dataset with --taxonomy native"),
     # recipes (issue 11) and --min-agreement (issue 12)
     (["train", "--data", "{good}", "--recipe", "nosuch", "--out", "{tmp}/o"], ["good"], "nosuch"),
     (["train", "--data", "{good}", "--recipe", "{recipe typo.toml}", "--out", "{tmp}/o"],
