@@ -40,6 +40,12 @@ def test_subset_scoring_equals_a_direct_count():
     assert m["macro_f1"] == pytest.approx(f1_score(y, pred, labels=[0, 1], average="macro"))
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))  # sklearn: recall over y's classes
     assert "absent_class_predictions" not in compute_metrics(y, probs, classes)  # the model's own dataset
+    # the triage view spans both class sets: A's image predicted as C (malignant) is a false referral,
+    # B's image predicted as D (benign) a missed one
+    tri = compute_metrics(y, probs, classes, dataset_classes=["A", "B"],
+                          triage={"A": "benign", "B": "malignant", "C": "malignant", "D": "benign"})["triage"]
+    assert tri["groups"] == ["benign", "malignant"] and tri["confusion"] == [[2, 1], [2, 1]]
+    assert tri["per_group"]["malignant"]["sensitivity"] == pytest.approx(1 / 3)
     with pytest.raises(DataError, match=r"\['E'\] are not among the model's classes"):
         compute_metrics(y, probs, classes, dataset_classes=["A", "E"])
 
