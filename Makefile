@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-out
 $(BIN)/edge-derm: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
 	touch $@
 
 venv: $(BIN)/edge-derm

@@ -89,6 +89,11 @@ def write_plots(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
     ok = [r for r in rows if r["status"] == OK and r.get("metrics")]
     if not ok:
         return written
+    from edge_derm.evaluation import plots
+
+    if not plots.available():
+        _log.warning("no plots written: %s", plots.NO_MATPLOTLIB)
+        return written
     from edge_derm.evaluation.plots import plot_latency_f1
 
     points = [{"label": f"{r['model']}", "latency_ms": r["latency_median_ms"] or r["latency_mean_ms"],

@@ -260,7 +260,7 @@ def test_cli_writes_results_and_gates_exit_1(bm_models, bm_dataset, tmp_path, ca
     assert (out / "results.json").is_file()  # written before the gate verdict
     doc = json.loads((out / "results.json").read_text())
     assert doc["gates"]["passed"] is False
-    assert "model.fp32 " in captured.out and "model.dynamic " in captured.out  # the table
+    assert "\nmodel.fp32\t" in captured.out and "\nmodel.dynamic\t" in captured.out  # the table (TSV: piped)
     rc = main(["-q", "benchmark", *models, "--data", str(bm_dataset), "--runs", "2", "--out", str(out)])
     assert rc == 1 and "already exists" in capsys.readouterr().err
     rc = main(["-q", "benchmark", models[0], "--data", str(bm_dataset), "--runs", "2", "--out", str(out),

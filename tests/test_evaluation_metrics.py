@@ -166,3 +166,25 @@ def test_compare_metrics_deltas():
     assert d["accuracy"] == pytest.approx(4 / 6 - 1)
     assert d["per_class"]["a"]["sensitivity"] == pytest.approx(2 / 3 - 1)
     assert d["per_class"]["c"]["precision"] == pytest.approx(-0.5)
+
+
+def test_per_class_scores_match_sklearn_including_empty_rows_and_columns():
+    """compute_metrics counts in numpy (no scikit-learn in the runtime install); the per-class figures
+    equal sklearn's precision_recall_fscore_support(zero_division=0) where both are defined."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(3)
+    y = rng.choice([0, 1, 2, 4], size=200, p=[0.5, 0.3, 0.15, 0.05])  # class 3 absent from y
+    pred = np.where(rng.random(200) < 0.6, y, rng.choice([0, 1, 3, 4], size=200))
+    pred[pred == 2] = 0  # class 2 never predicted
+    m = compute_metrics(y, np.eye(5)[pred], ["a", "b", "c", "d", "e"])
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=list(range(5)), zero_division=0.0)
+    assert m["confusion"] == confusion_matrix(y, pred, labels=list(range(5))).tolist()
+    for i, c in enumerate("abcde"):
+        pc = m["per_class"][c]
+        assert pc["support"] == support[i]
+        if support[i]:
+            assert pc["sensitivity"] == pytest.approx(rec[i]) and pc["f1"] == pytest.approx(f1[i])
+        if support[i] or pred.tolist().count(i):
+            assert pc["precision"] == pytest.approx(prec[i])
+    assert m["per_class"]["c"]["precision"] == 0.0 and m["per_class"]["d"]["sensitivity"] is None

@@ -26,6 +26,9 @@ from edge_derm.errors import EdgeDermError, Interrupted, data_error_from_tf
 #: expected, but not specified" on every int8 conversion, deprecation notices of tf.lite.Interpreter).
 THIRD_PARTY_WARNINGS = r"(tensorflow|tf_keras|keras|tensorflow_model_optimization|absl|ai_edge_litert|h5py|google)(\..*)?$"
 
+#: What ``pip install 'edge-derm[train]'`` adds to the runtime install (predict, benchmark, report, export).
+TRAIN_MODULES = frozenset({"tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "sklearn", "matplotlib"})
+
 app = typer.Typer(
     name="edge-derm",
     help="Skin-lesion photographs to small, fast, verified on-device classifiers.",
@@ -112,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         _error(f"{exc.strerror or exc}{where} (check free disk space and permissions)")
+        return 1
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in TRAIN_MODULES:
+            raise
+        _error(f"this command needs {missing}, one of the training dependencies that the runtime install leaves "
+               "out: pip install 'edge-derm[train]'")
         return 1
     except Exception as exc:
         translated = data_error_from_tf(exc)  # an image that went bad after the build, inside TensorFlow

@@ -59,20 +59,10 @@ def benchmark(
         check_output_dir(out, force, config.inputs())  # fail before minutes of measuring, not after
     result = run_benchmark(config)
 
-    from rich.console import Console
-    from rich.table import Table
+    from edge_derm.cli._tables import print_table
 
-    console = Console()
-    from rich import box
-
-    table = Table(title="edge-derm benchmark", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                  collapse_padding=True)
-    for col in TABLE_COLUMNS:
-        table.add_column(col, justify="left" if col in ("model", "quant", "device", "status") else "right",
-                         no_wrap=True)
-    for cells in table_rows(result.rows):
-        table.add_row(*cells)
-    console.print(table)
+    print_table("edge-derm benchmark", TABLE_COLUMNS, table_rows(result.rows),
+                right=[c for c in TABLE_COLUMNS if c not in ("model", "quant", "device", "status")])
     typer.echo("F1 = macro F1; ΔF1 = change against the reference, points; diff% = predictions that differ "
                "from the reference; ms = median latency (mean where a device build prints no median)")
     for note in failure_notes(result.rows):
@@ -80,7 +70,7 @@ def benchmark(
     for note in absent_class_notes(result.rows):
         typer.echo(note)
     if result.domains:
-        _print_domains(console, result.domains)
+        _print_domains(result.domains)
     for msg in result.latency_warnings:
         typer.echo(f"warning: {msg}", err=True)
     if out is not None:
@@ -103,20 +93,13 @@ def benchmark(
         raise typer.Exit(1)
 
 
-def _print_domains(console, domains: list[dict]) -> None:
-    """The side-by-side view: one row per model, one column group per dataset."""
-    from rich import box
-    from rich.table import Table
-
+def _print_domains(domains: list[dict]) -> None:
+    """The side-by-side view: for each model, one line per dataset."""
     from edge_derm.benchmarks.report import DOMAIN_COLUMNS, domain_rows
+    from edge_derm.cli._tables import print_table
 
-    table = Table(title="across datasets (domain shift)", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                  collapse_padding=True)
-    for col in DOMAIN_COLUMNS:
-        table.add_column(col, justify="left" if col in ("model", "data") else "right", no_wrap=True)
-    for cells in domain_rows(domains):
-        table.add_row(*cells)
-    console.print(table)
+    print_table("across datasets (domain shift)", DOMAIN_COLUMNS, domain_rows(domains),
+                right=[c for c in DOMAIN_COLUMNS if c not in ("model", "data")])
     for i, d in enumerate(domains):
         typer.echo(f"data {i + 1}: {d['data']}; classes {', '.join(d['classes'])}")
     typer.echo("F1 = macro F1 over the dataset's classes; bal = balanced accuracy; sens = sensitivity; agree = same "

@@ -67,25 +67,22 @@ def convert(
 
 
 def _render(doc: dict, out: Path) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from edge_derm.cli._tables import print_table
 
     n = doc["verification_data"]["n"]
-    table = Table(title=escape(f"converted {doc['run']} (fidelity on {n} images)"))
-    for col in ("mode", "status", "size KiB", "input", "top-1 agree", "watched flips", "mean |Δp|", "KL", "recipe"):
-        table.add_column(col)
+    columns = ("mode", "status", "size KiB", "input", "top-1 agree", "watched flips", "mean |Δp|", "KL", "recipe")
+    rows = []
     for row in doc["summary"]:
         meta = doc["variants"].get(row["mode"], {})
         size = f"{row['size_bytes'] / 1024:.1f}" if row.get("size_bytes") else "-"
         flips = ", ".join(f"{k} {v}" for k, v in (row.get("watch_flips") or {}).items()) or "-"
-        table.add_row(row["mode"], row["status"], size, (meta.get("input") or {}).get("dtype", "-"),
-                      f"{row['top1_agreement']:.4f}" if "top1_agreement" in row else "-", flips,
-                      f"{row['mean_abs_diff']:.4f}" if "mean_abs_diff" in row else "-",
-                      f"{row['kl_mean']:.4f}" if "kl_mean" in row else "-",
-                      escape((meta.get("recipe") or {}).get("name", "")))
-    console = Console(width=max(120, Console().width))
-    console.print(table)
+        rows.append([row["mode"], row["status"], size, (meta.get("input") or {}).get("dtype", "-"),
+                     f"{row['top1_agreement']:.4f}" if "top1_agreement" in row else "-", flips,
+                     f"{row['mean_abs_diff']:.4f}" if "mean_abs_diff" in row else "-",
+                     f"{row['kl_mean']:.4f}" if "kl_mean" in row else "-",
+                     (meta.get("recipe") or {}).get("name", "")])
+    print_table(f"converted {doc['run']} (fidelity on {n} images)", columns, rows,
+                right=("size KiB", "top-1 agree", "mean |Δp|", "KL"))
     for w in doc.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     for mode, meta in doc["variants"].items():

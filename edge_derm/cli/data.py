@@ -116,14 +116,10 @@ def inspect(
     console.print(f"groups: train {s['groups'].get('train', 0)}, val {s['groups'].get('val', 0)}, "
                   f"test {s['groups'].get('test', 0)};  skipped at build: {s['skipped']};  root: {s['root']}")
     if s["dropped"]:
-        from rich.table import Table
+        from edge_derm.cli._tables import print_table
 
-        t = Table(title="dropped source labels (not in the taxonomy)")
-        t.add_column("source label")
-        t.add_column("images", justify="right")
-        for label, n in s["dropped"].items():
-            t.add_row(label, str(n))
-        console.print(t)
+        print_table("dropped source labels (not in the taxonomy)", ("source label", "images"),
+                    list(s["dropped"].items()), right=("images",), out=console)
     sizes = s.get("image_sizes")
     if sizes:
         w, h = sizes["width"], sizes["height"]
@@ -161,38 +157,30 @@ def synth(
     console = _console()
     counts = summary.get("counts", {})
     if counts:
-        from rich.table import Table
+        from edge_derm.cli._tables import print_table
 
-        t = Table(title=f"{out}  (synthetic, seed {seed}, {size} px)")
-        t.add_column("class")
-        t.add_column("images", justify="right")
-        for cls, n in counts.items():
-            t.add_row(cls, str(n))
-        t.add_row("total", str(sum(counts.values())), style="bold")
-        console.print(t)
+        print_table(f"{out}  (synthetic, seed {seed}, {size} px)", ("class", "images"),
+                    [*([c, n] for c, n in counts.items()), ["total", sum(counts.values())]], right=("images",),
+                    out=console, bold_last=True)
     console.print(f"build it with: edge-derm data build folder {out} --out <dataset>")
 
 
 def _render_counts(info: dict, title: str, console=None) -> None:
-    from rich.table import Table
+    from edge_derm.cli._tables import print_table
 
     console = console or _console()
     counts = info["counts"]
     splits = [s for s in ("train", "val", "test") if any(counts[c].get(s, 0) for c in info["classes"])]
-    t = Table(title=title)
-    t.add_column("class")
-    t.add_column("triage")
-    for s in splits:
-        t.add_column(s, justify="right")
-    t.add_column("total", justify="right")
     totals = {s: 0 for s in splits}
+    rows = []
     for c in info["classes"]:
         row = [counts[c].get(s, 0) for s in splits]
         for s, n in zip(splits, row):
             totals[s] += n
-        t.add_row(c, info.get("triage", {}).get(c, ""), *map(str, row), str(sum(row)))
-    t.add_row("total", "", *(str(totals[s]) for s in splits), str(sum(totals.values())), style="bold")
-    console.print(t)
+        rows.append([c, info.get("triage", {}).get(c, ""), *row, sum(row)])
+    rows.append(["total", "", *(totals[s] for s in splits), sum(totals.values())])
+    print_table(title, ["class", "triage", *splits, "total"], rows, right=[*splits, "total"], out=console,
+                bold_last=True)
     if info.get("dropped") and "n_images" in info:
         dropped = ", ".join(f"{k} ({v})" for k, v in info["dropped"].items())
         console.print(f"dropped (not in the taxonomy): {dropped}")

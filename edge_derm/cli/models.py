@@ -13,47 +13,38 @@ def list_models(
                                 help="Build each backbone (no weights) to count its parameters (a few seconds)."),
 ) -> None:
     """Show each backbone with its parameters, default input size, preprocessing and blocks."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from edge_derm.cli._tables import print_table
     from edge_derm.models import count_params, create_backbone, list_specs
 
-    table = Table(title="backbones")
-    for col in ("name", "params", "input", "alpha", "preprocessing (inside the model)", "blocks (head first)"):
-        table.add_column(col, justify="right" if col == "params" else "left",
-                         no_wrap=col in ("name", "params", "input"))
+    rows = []
     for spec in list_specs():
         n = ""
         if params:
             n = f"{count_params(create_backbone(spec.name, image_size=spec.default_size)) / 1e6:.2f} M"
         alpha = f"{spec.default_alpha} ({', '.join(map(str, spec.alphas))})" if spec.alphas else "-"
         blocks = ", ".join(spec.block_names[: spec.paper_blocks + 1]) + " (+ rest)"
-        table.add_row(spec.name, n, f"{spec.default_size} px", alpha, spec.preprocessing, blocks)
-    Console().print(table)
+        rows.append([spec.name, n, f"{spec.default_size} px", alpha, spec.preprocessing, blocks])
+    print_table("backbones", ("name", "params", "input", "alpha", "preprocessing (inside the model)",
+                              "blocks (head first)"), rows, right=("params",))
 
 
 def recipes() -> None:
     """Show the training recipes (TOML presets: edge_derm/training/recipes) and how they differ."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from edge_derm.cli._tables import print_table
     from edge_derm.training.config import RECIPE_FIELDS, list_recipes, load_recipe
 
     names = list(list_recipes())
     loaded = {n: load_recipe(n) for n in names}
-    table = Table(title="recipes (edge-derm train --recipe NAME; other options override)")
-    table.add_column("option", no_wrap=True)
-    for n in names:
-        table.add_column(n + (" (default)" if n == "recommended" else ""))
+    rows = []
     for key in RECIPE_FIELDS:
         values = [loaded[n].get(key) for n in names]
         if all(v is None for v in values):
             continue
-        table.add_row(key, *("-" if v is None else str(v) for v in values))
-    console = Console()
-    console.print(table)
+        rows.append([key, *("-" if v is None else str(v) for v in values)])
+    print_table("recipes (edge-derm train --recipe NAME; other options override)",
+                ["option", *(n + (" (default)" if n == "recommended" else "") for n in names)], rows)
     for n, description in list_recipes().items():
-        console.print(f"[bold]{n}[/bold]: {description}", highlight=False)
+        typer.echo(f"{n}: {description}")
 
 
 def register(app: typer.Typer) -> None:

@@ -61,20 +61,14 @@ def predict(
 
 
 def _render(results: list[dict], meta: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from edge_derm.cli._tables import print_table
 
     triage = meta.get("triage", {})
-    table = Table()
-    table.add_column("image")
-    table.add_column("prediction")
     with_referral = any("referral" in r for r in results)
-    if with_referral:
-        table.add_column("triage")
+    rows = []
     for r in results:
         if "error" in r:
-            table.add_row(escape(r["image"]), "unreadable (see below)", *([""] if with_referral else []))
+            rows.append([r["image"], "unreadable (see below)", *([""] if with_referral else [])])
             continue
         cells = []
         for t in r["top"]:
@@ -85,8 +79,8 @@ def _render(results: list[dict], meta: dict) -> None:
         if with_referral:
             ref = r["referral"]
             extra = [f"{'refer' if ref['refer'] else 'routine'} ({ref['score']:.1%})"]
-        table.add_row(escape(r["image"]), escape(", ".join(cells)), *extra)
-    Console().print(table)
+        rows.append([r["image"], ", ".join(cells), *extra])
+    print_table(None, ["image", "prediction", *(["triage"] if with_referral else [])], rows)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,6 @@
 """Evaluation: the one evaluator (metrics), confusion-matrix and curve plots, markdown reports.
 
-``metrics`` needs only numpy and scikit-learn; matplotlib is imported lazily by the plot functions.
+``metrics`` needs only numpy; matplotlib is imported lazily by the plot functions.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one evaluator: classification metrics from true labels and predicted probabilities.
 
 Used by training (Keras model) and by the .tflite benchmark, so every figure in a report comes
-from the same code. numpy + scikit-learn only; never imports TensorFlow or matplotlib.
+from the same code. numpy only (the runtime install has no scikit-learn); never imports TensorFlow or matplotlib.
 
 Rule for classes absent from ``y_true`` (support 0): their sensitivity and F1 are undefined and
 reported as ``None`` (JSON ``null``), their precision is ``0.0`` if the model predicted them
@@ -64,13 +64,14 @@ def compute_metrics(
     y_pred = p.argmax(axis=1)
     conf = p.max(axis=1)
 
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    labels = list(range(n_classes))
-    cm = confusion_matrix(y, y_pred, labels=labels)
-    prec, rec, f1, support = precision_recall_fscore_support(
-        y, y_pred, labels=labels, zero_division=0.0)
-    predicted = cm.sum(axis=0)
+    # The confusion matrix and per-class scores in numpy (what sklearn's confusion_matrix and
+    # precision_recall_fscore_support(zero_division=0) give; tests compare the two): the runtime install
+    # (predict, benchmark) has no scikit-learn.
+    cm = np.bincount(y * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    support, predicted, tp = cm.sum(axis=1), cm.sum(axis=0), np.diag(cm).astype(float)
+    prec = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    rec = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(n_classes), where=(prec + rec) > 0)
 
     per_class: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(classes):

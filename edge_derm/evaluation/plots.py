@@ -15,7 +15,20 @@ from edge_derm.errors import DataError
 from edge_derm.fsutil import atomic_write_bytes
 
 
+#: Why a plot is missing in the runtime install (matplotlib comes with the ``train`` extra).
+NO_MATPLOTLIB = "plots need matplotlib, which the runtime install leaves out: pip install 'edge-derm[train]'"
+
+
+def available() -> bool:
+    """Whether matplotlib is installed (plots are skipped with a note when it is not)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _pyplot():
+    if not available():
+        raise DataError(NO_MATPLOTLIB)
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # headless; no display or GUI toolkit
