@@ -57,6 +57,52 @@ def screenshot(html: Path, out: Path, width: int = 1280, height: int = 4000, tim
     return out
 
 
+def table_bottom(html: Path, heading: str, width: int = 1280, height: int = 800, timeout: float = 120.0) -> float:
+    """Where the first table after the ``<h*>`` titled ``heading`` ends on the rendered page (CSS pixels from
+    the top): headless Chromium lays out a copy of ``html`` with a script at the end of the body that
+    measures it (layout is synchronous; nothing above the table waits for an image) and reports the figure
+    through the page title (``--dump-dom``). A figure below ``height`` is below the fold.
+
+    Raises:
+        FileNotFoundError / RuntimeError: as :func:`screenshot`; RuntimeError also when no such table exists.
+    """
+    import json
+    import re
+
+    html = Path(html).resolve()
+    browser = find_chromium()
+    if browser is None:
+        raise FileNotFoundError("no chromium on PATH; install it with `apt-get install -y chromium`")
+    probe = ("<script>(function () {"
+             "var hs = Array.from(document.querySelectorAll('h1,h2,h3,h4'));"
+             f"var h = hs.find(function (e) {{ return e.textContent.trim() === {json.dumps(heading)}; }});"
+             "var t = null; for (var e = h ? h.nextElementSibling : null; e; e = e.nextElementSibling) {"
+             "  if (e.tagName === 'TABLE') { t = e; break; } var inner = e.querySelector && e.querySelector('table');"
+             "  if (inner) { t = inner; break; } }"
+             "document.title = 'BOTTOM:' + (t ? t.getBoundingClientRect().bottom : -1); })();</script>")
+    text = html.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="edge-derm-chromium-") as profile:
+        copy = html.parent / f".{html.stem}.probe.html"  # beside the original: its relative images resolve
+        # the report's Content-Security-Policy allows no script: the probe copy allows this inline one
+        text = re.sub(r"(Content-Security-Policy\"\s+content=\"[^\"]*)", r"\1; script-src 'unsafe-inline'", text, count=1)
+        copy.write_text(text.replace("</body>", probe + "</body>"), encoding="utf-8")
+        try:
+            cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                   f"--user-data-dir={profile}", f"--window-size={width},{height}", "--virtual-time-budget=5000",
+                   "--dump-dom", copy.as_uri()]
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        finally:
+            copy.unlink(missing_ok=True)
+    found = re.search(r"<title>BOTTOM:(-?[\d.]+)</title>", res.stdout)
+    if not found:
+        raise RuntimeError(f"chromium exited {res.returncode} without a layout figure")
+    bottom = float(found.group(1))
+    if bottom < 0:
+        raise RuntimeError(f"no table after a heading {heading!r} in {html}")
+    return bottom
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("html", type=Path, help="report.html to render")

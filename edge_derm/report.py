@@ -625,6 +625,69 @@ def _verification(row: Mapping[str, Any], cache: dict[str, Any]) -> Mapping[str,
     return (meta or {}).get("verification") or {} if isinstance(meta, Mapping) else {}
 
 
+def _summary_section(doc: Doc, sections: list[Section], root: Path) -> None:
+    """The answer first: one row per variant (size, latency, macro F1, melanoma / BCC sensitivity, agreement
+    with fp32, verification, gates) and the latency-vs-accuracy plot, from the first benchmark folder; a
+    convert folder's verdicts or a run's headline figures when there is no benchmark."""
+    bench = next((s for s in sections if s.kind == "benchmark" and s.info.get("rows")), None)
+    doc.h(1, "Summary")
+    if bench is None:
+        conv = next((s for s in sections if s.kind == "convert"), None)
+        if conv is not None and conv.info.get("summary"):
+            doc.table(["variant", "status", "size MB", "top-1 agreement with Keras %", "melanoma / BCC changed"],
+                      [[r.get("mode"), r.get("status"), _mb(r.get("size_bytes")), _pct(r.get("top1_agreement")),
+                        ", ".join(f"{k} {v}" for k, v in (r.get("watch_flips") or {}).items()) or DASH]
+                       for r in conv.info["summary"] if isinstance(r, Mapping)], ["l", "l", "r", "r", "l"])
+            doc.p("No benchmark in this folder: run `edge-derm benchmark` for latency and per-class accuracy.")
+            return
+        run = next((s for s in sections if s.kind == "run"), None)
+        metrics = _read_json(run.path / "metrics.json") if run is not None and (run.path / "metrics.json").is_file() else None
+        if isinstance(metrics, Mapping):
+            pc = metrics.get("per_class") or {}
+            doc.kv([("macro F1", f"{_pct(metrics.get('macro_f1'))} %"),
+                    ("balanced accuracy", f"{_pct(metrics.get('balanced_accuracy'))} %"),
+                    *((f"{c} sensitivity", f"{_pct((pc.get(c) or {}).get('sensitivity'))} %") for c in ("MM", "BCC")
+                      if c in pc),
+                    ("expected calibration error", _fmt(metrics.get("ece"), 3))])
+        return
+    rows = [r for r in bench.info["rows"] if isinstance(r, Mapping)]
+    cfg = bench.info.get("config") if isinstance(bench.info.get("config"), Mapping) else {}
+    gate_info = bench.info.get("gates") if isinstance(bench.info.get("gates"), Mapping) else {}
+    failures = [str(f) for f in (gate_info.get("failures") or [])]
+    watch = [c for c in ("MM", "BCC") if any(c in _per_class(r) for r in rows)]
+    cache: dict[str, Any] = {}
+    table, points = [], []
+    for r in rows:
+        size = _get(r, "size_bytes")
+        if size is None and _num(_get(r, "size_mb")) is not None:
+            size = _num(_get(r, "size_mb")) * 1e6
+        lat, macro = _get(r, "latency_median_ms", "latency_mean_ms"), _get(r, "metrics.macro_f1", "macro_f1")
+        dis = _num(r.get("disagreement"))
+        ver = _verification(r, cache)
+        passed = ver.get("passed") if isinstance(ver, Mapping) else None
+        ok = str(r.get("status") or "ok").lower() == "ok"
+        table.append([f"{r.get('model')}" + ("" if ok else f" ({r.get('status')})"), f"{r.get('device')} x{r.get('threads')}",
+                      _mb(size), _auto(lat), _pct(macro),
+                      *(_pct((_per_class(r).get(c) or {}).get("sensitivity")) for c in watch),
+                      "ref" if _is_reference(r) else (DASH if dis is None else f"{100 * (1 - dis):.1f}"),
+                      DASH if passed is None else ("pass" if passed else "FAIL"),
+                      _gate(r, bool(cfg.get("gates")), failures)])
+        points.append({"label": str(r.get("model")), "latency_ms": _num(lat), "macro_f1": _num(macro),
+                       "size_bytes": _num(size), "group": f"{r.get('device')} x{r.get('threads')}"})
+    doc.table(["variant", "device", "size MB", "latency ms", "macro F1 %", *(f"{c} sens. %" for c in watch),
+               "agreement w/ fp32 %", "verified", "gates"], table,
+              ["l", "l"] + ["r"] * (4 + len(watch)) + ["l", "l"])
+    doc.p(f"From {_rel(bench.path, root)}: {cfg.get('data') or 'no test data'} ({cfg.get('split', DASH)} split). "
+          "Latency: median of the timed runs; agreement: same class as the fp32 reference; verified: the converter's "
+          "fidelity check against the Keras model; details below.")
+    from edge_derm.evaluation.plots import plot_latency_f1
+
+    try:
+        doc.img("summary_latency_f1.png", plot_latency_f1(points, None), "latency vs macro F1")
+    except DataError as exc:
+        doc.p(f"Latency-vs-F1 plot not drawn: {exc}", "note")
+
+
 def _benchmark_section(doc: Doc, s: Section, root: Path, prov: list) -> None:
     from edge_derm.evaluation.plots import plot_latency_f1
 
@@ -804,6 +867,7 @@ def build_report(folder: Path) -> Report:
     doc, prov, seen = Doc(), [], set()
     kinds = sorted({s.kind for s in sections}, key=[k for k, _ in KINDS].index)
     doc.p(f"Folder {folder.resolve()} · sections: {', '.join(kinds)} · edge-derm {__version__}", "meta")
+    _summary_section(doc, sections, folder)  # the answer first, then the details
     _demo_section(doc, folder)
     for s in sections:
         try:

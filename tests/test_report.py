@@ -112,6 +112,24 @@ def test_screenshot_in_headless_chromium(demo, tmp_path):
         assert img.size == (1280, 1200)
         # a rendered page is not one flat colour
         assert len(img.convert("L").getcolors(maxcolors=256 * 256) or []) > 20
+    # the answer is above the fold of a laptop screen (1280 x 800): the summary table ends within it
+    bottom = mod.table_bottom(paths["html"], "Summary", width=1280, height=800)
+    assert 0 < bottom <= 800, bottom
+    assert mod.table_bottom(paths["html"], "Quantisation comparison", width=1280, height=800) > bottom
+
+
+def test_report_leads_with_the_summary(demo):
+    """The first section is the answer: one row per benchmarked variant with size, latency, macro F1,
+    the watched classes' sensitivity, agreement with fp32, verification and gates."""
+    md = write_report(demo)["markdown"].read_text(encoding="utf-8")
+    first = md.index("## Summary")
+    assert first < md.index("Training run: run") and first < md.index("Benchmark: bench")
+    summary = md[first:md.index("\n## ", first + 5)]
+    header = next(line for line in summary.splitlines() if line.startswith("| variant"))
+    for col in ("size MB", "latency ms", "macro F1 %", "agreement w/ fp32 %", "verified", "gates"):
+        assert col in header, header
+    assert "model.int8.tflite" in summary and "FAIL (1)" in summary and "| ref |" in summary
+    assert "summary_latency_f1.png" in summary
 
 
 def test_find_sections_kinds_and_order(demo):
@@ -291,4 +309,5 @@ def test_report_checks_model_json_against_the_files(cv_converted, tmp_path):
     (conv / "model.json").write_text(json.dumps(doc))
     md = build_report(conv).markdown
     assert f"model.{mode}.tflite: model.json says input 512 x 512 but the file takes" in md
-    assert next(x for x in md.splitlines() if x.startswith(f"| {mode} |")).rstrip().endswith("| FAIL |")
+    details = md[md.index("Conversion: "):]  # the summary above lists the converter's own verdicts
+    assert next(x for x in details.splitlines() if x.startswith(f"| {mode} |")).rstrip().endswith("| FAIL |")
