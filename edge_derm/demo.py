@@ -40,6 +40,8 @@ CHANCE = 1.0 / N_CLASSES
 #: Training images that recompute the BatchNorm statistics after each step (TrainConfig.bn_recalibration).
 BN_IMAGES = 256
 MODES = ("fp32", "fp16", "dynamic", "int8")
+#: ``--quick`` converts only these: each conversion is ~20 s here, and fp32 + int8 are the two the tour needs.
+QUICK_MODES = ("fp32", "int8")
 DEFAULT_GATES = ("macro_f1=2", "sensitivity:MM=5")
 WEIGHT_CHOICES = ("auto", "imagenet", "none")
 #: Where keras.applications downloads ImageNet weight files from.
@@ -49,7 +51,7 @@ _STAGE_TITLES = {
     "synthesise": "synthesising the lesion images",
     "dataset": "building and splitting the dataset",
     "train": "training the classifier",
-    "convert": "converting to TFLite (fp32, fp16, dynamic, int8)",
+    "convert": "converting to TFLite",
     "benchmark": "benchmarking on this CPU (per class, gates)",
     "report": "writing the report",
 }
@@ -68,15 +70,16 @@ class Preset:
     runs: int
     calibration_size: int
     verify_size: int
+    modes: tuple[str, ...] = MODES
 
 
-#: The default demo (< 10 min on a 2-core CPU) and ``--quick`` (< 2 min); measured by
+#: The default demo (budget 5 min on a 2-core CPU) and ``--quick`` (90 s: fp32 and int8 only); measured by
 #: benchmarks/measure_demo.py.
 PRESETS = {
     "default": Preset(backbone="mobilenet_v2", alpha=0.35, image_size=96, per_class=80, synth_size=128,
                       threads=(1, 2), runs=20, calibration_size=130, verify_size=65),
     "quick": Preset(backbone="mobilenet_v2", alpha=0.35, image_size=64, per_class=30, synth_size=64,
-                    threads=(1,), runs=10, calibration_size=65, verify_size=39),
+                    threads=(1,), runs=10, calibration_size=65, verify_size=39, modes=QUICK_MODES),
 }
 
 
@@ -120,7 +123,7 @@ class DemoConfig:
 
     Attributes:
         out: The demo folder (must not exist, or be empty, unless ``force``).
-        quick: The small preset (< 2 minutes) instead of the default (< 10 minutes).
+        quick: The small preset (90 s budget; converts fp32 and int8 only) instead of the default (5 min).
         backbone: Registry name (None = the preset's, ``mobilenet_v2``).
         weights: ``auto`` (ImageNet when cached or downloadable, else from scratch), ``imagenet``,
             ``none`` or a weights file.
@@ -210,6 +213,7 @@ class DemoConfig:
             "runs": p.runs,
             "calibration_size": p.calibration_size,
             "verify_size": p.verify_size,
+            "modes": list(p.modes),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -425,7 +429,8 @@ def _run_stages(config: DemoConfig, out: Path, on_stage: StageCallback | None) -
 
     def stage(name: str):
         if on_stage is not None:
-            on_stage(len(stages) + 1, len(STAGES), name, _STAGE_TITLES[name])
+            title = _STAGE_TITLES[name] + (f" ({', '.join(sizes['modes'])})" if name == "convert" else "")
+            on_stage(len(stages) + 1, len(STAGES), name, title)
         _log.info("demo stage %s", name)
         return _Timer(stages, name)
 
@@ -473,7 +478,7 @@ def _run_stages(config: DemoConfig, out: Path, on_stage: StageCallback | None) -
     with stage("convert"):
         from edge_derm.converters.convert import ConvertConfig, convert_run
 
-        converted = convert_run(ConvertConfig(run=out / "run", modes=list(MODES), out=out / "convert",
+        converted = convert_run(ConvertConfig(run=out / "run", modes=list(sizes["modes"]), out=out / "convert",
                                               calibration_size=sizes["calibration_size"],
                                               verify_size=sizes["verify_size"], keep_failed=True,
                                               seed=config.seed))

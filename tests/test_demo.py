@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_derm.cli import main
-from edge_derm.demo import CHANCE, MODES, STAGES, decide_weights, find_cached_weights, host_reachable
+from edge_derm.demo import CHANCE, QUICK_MODES, STAGES, decide_weights, find_cached_weights, host_reachable
 
 MOBILENET_224 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 MOBILENET_96 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
@@ -53,8 +53,9 @@ def test_demo_writes_every_artefact(demo_run):
                 "run/config.json", "run/metrics.json", "run/history.csv", "convert/model.json", "convert/labels.txt",
                 "benchmark/results.json", "benchmark/results.csv", "report.html", "report.md", "summary.json"):
         assert (out / rel).is_file(), rel
-    for mode in MODES:
+    for mode in QUICK_MODES:  # --quick converts fp32 and int8 only
         assert (out / "convert" / f"model.{mode}.tflite").stat().st_size > 1000, mode
+    assert sorted(p.name for p in (out / "convert").glob("*.tflite")) == [f"model.{m}.tflite" for m in QUICK_MODES]
     # nothing left behind beside the folder (no temporary or set-aside siblings)
     assert [p.name for p in out.parent.iterdir()] == ["my demo"]
     assert f"report: {out / 'report.html'}" in stdout
@@ -78,7 +79,7 @@ def test_demo_summary(demo_run):
     assert keras["n"] == s["dataset"]["splits"]["test"] == 13 * 6
     # it learned: well above chance (a constant or uniform model scores ~1x chance)
     assert keras["accuracy"] >= MIN_ACCURACY and keras["macro_f1"] >= MIN_ACCURACY, keras
-    assert set(s["metrics"]["variants"]) == set(MODES)
+    assert set(s["metrics"]["variants"]) == set(QUICK_MODES)
     fp32 = s["metrics"]["variants"]["fp32"]
     assert fp32["status"] == "ok" and fp32["size_mb"] > 0 and fp32["latency_ms"]["1"] > 0
     assert abs(fp32["accuracy"] - keras["accuracy"]) < 0.05  # the .tflite is the Keras model

@@ -14,7 +14,7 @@ def _pct(v: object) -> str:
 
 def demo(
     out: Path = typer.Option(Path("edge-derm-demo"), "--out", "-o", help="Demo folder to write."),
-    quick: bool = typer.Option(False, "--quick", help="The small demo (under 2 minutes on a laptop CPU)."),
+    quick: bool = typer.Option(False, "--quick", help="The small demo (90 s budget on a 2-core CPU; converts fp32 and int8 only)."),
     backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (default mobilenet_v2)."),
     weights: str = typer.Option("auto", "--weights",
                                 help="auto (ImageNet when cached or downloadable, else from scratch), "
