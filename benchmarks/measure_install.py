@@ -50,7 +50,9 @@ def install(venv: Path, spec: str) -> dict:
     seconds = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"pip install {spec} failed: {proc.stderr[-500:]}")
-    warnings = [ln for ln in proc.stderr.splitlines() if "warning" in ln.lower() and "pypi-more" not in ln]
+    # setuptools' own warnings (pip's notes about this machine's index configuration are not the project's)
+    warnings = [ln for ln in proc.stderr.splitlines()
+                if any(k in ln for k in ("BuildBackendWarning", "SetuptoolsDeprecationWarning", "would be ignored"))]
     tf = subprocess.run([str(py), "-c", "import importlib.util as u; print(u.find_spec('tensorflow') is not None)"],
                         capture_output=True, text=True, check=True).stdout.strip() == "True"
     return {"spec": spec, "install_s": round(seconds, 1), "size_mb": round(du(venv) / 1e6, 1),
