@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads((run / "metrics.json").read_text())
         train_s = json.loads((run / "checkpoints" / "state.json").read_text()).get("train_seconds")
         epochs = max(0, len((run / "history.csv").read_text().strip().splitlines()) - 1)  # one row per epoch
-        met = rows[-1]["top1_agreement"] >= args.min_agreement
+        met = rows[-1]["top1_agreement"] >= args.min_agreement if doc is not None else None  # no search: no verdict
         results[name] = {"rows": rows, "search": doc and doc["search"], "recipe": doc and doc["recipe"],
                          "default_collapse": default.get("collapse"), "fp32_test_macro_f1": metrics["macro_f1"],
                          "fp32_test_accuracy": metrics["accuracy"], "train_seconds": train_s,
@@ -270,13 +270,15 @@ def main(argv: list[str] | None = None) -> int:
                f"on `{data.resolve()}`"
                + (f" in {train_s / 60:.0f} min" if train_s else "")
                + f"; fp32 test accuracy {100 * metrics['accuracy']:.1f} %, macro F1 {100 * metrics['macro_f1']:.1f} %. "
-               f"Recovered to >= {100 * args.min_agreement:.0f} % agreement: **{'met' if met else 'NOT met'}**.\n\n"
+               + ("" if met is None else f"Recovered to >= {100 * args.min_agreement:.0f} % agreement: "
+                  f"**{'met' if met else 'NOT met'}**.") + "\n\n"
                + table(rows))
         if doc is not None:
             md += (f"\n`convert --min-agreement {args.min_agreement}` tried (bar met: {doc['search']['met']}):\n\n"
                    + tried_table(doc["search"]))
         else:
-            md += "\nThe `--min-agreement` search was not run (`--skip-search`).\n"
+            md += ("\nThe `--min-agreement` search was not run (`--skip-search`).\n" if args.skip_search else
+                   "\nThe `--min-agreement` search wrote no model.json (see its log).\n")
         if args.diagnose:
             results[name]["diagnosis"] = diagnose(run, data)
             md += diagnosis_md(results[name]["diagnosis"])

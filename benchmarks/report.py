@@ -181,7 +181,8 @@ DOMAIN_COLUMNS = ("model", "data", "n", "F1", "bal", "sens MM", "sens BCC", "ECE
 
 
 def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
-    """Cells of the side-by-side view: for each model, one line per dataset (data 1 = the first --data)."""
+    """Cells of the side-by-side view: for each model, one line per dataset (data 1 = the first --data); the
+    model is named on every line, so that piped output can be filtered with grep."""
     def pct(v: Any) -> str:
         return "" if v is None else f"{100 * v:.1f}"
 
@@ -198,7 +199,7 @@ def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
             if m is None:
                 continue
             sens = m.get("sensitivity") or {}
-            out.append([name if i == 0 else "", str(i + 1), str(m["n"]), pct(m["macro_f1"]), pct(m["balanced_accuracy"]),
+            out.append([name, str(i + 1), str(m["n"]), pct(m["macro_f1"]), pct(m["balanced_accuracy"]),
                         pct(sens.get("MM")), pct(sens.get("BCC")), f"{m['ece']:.3f}", pct(m["agreement"]),
                         pct(m["absent_class_predictions"])])
     return out

@@ -216,6 +216,7 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
 
     tried: list[dict[str, Any]] = []
     best: Candidate | None = None
+    full_integer: list[float] = []  # agreements of the full-integer recipes (collapse check)
 
     def attempt(recipe: Recipe, make: Callable[[], bytes]) -> Candidate | None:
         """Make and score one recipe (None when it cannot be made)."""
@@ -257,10 +258,12 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
     n0 = default.n
     cand = attempt(Recipe(f"per-tensor, {n0} calibration images", per_channel=False, calibration="default",
                           calibration_n=n0, io=io), lambda: default.quantize(per_channel=False, io=io))
+    full_integer += [cand.agreement] if cand is not None else []
     if done(cand):
         return SearchResult(cand, best, tried)
     cand = attempt(Recipe(f"per-channel, {n0} calibration images", calibration="default", calibration_n=n0, io=io),
                    lambda: default.quantize(per_channel=True, io=io))
+    full_integer += [cand.agreement] if cand is not None else []
     if done(cand):
         return SearchResult(cand, best, tried)
     best_cal, best_cal_agreement = "default", cand.agreement if cand is not None else 0.0
@@ -271,6 +274,7 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
         label = f"every training image ({cal.n})" if name == "all" else f"{cal.n} calibration images"
         cand = attempt(Recipe(f"per-channel, {label}", calibration=name, calibration_n=cal.n, io=io),
                        lambda c=cal: c.quantize(per_channel=True, io=io))
+        full_integer += [cand.agreement] if cand is not None else []
         if done(cand):
             return SearchResult(cand, best, tried)
         if cand is not None and cand.agreement > best_cal_agreement:
@@ -279,6 +283,7 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
         cand = attempt(Recipe(f"ai-edge-quantizer static int8, {n0} calibration images", calibration="default",
                               calibration_n=n0, io="int8", backend="ai-edge-quantizer"),
                        lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai8"))
+        full_integer += [cand.agreement] if cand is not None else []
         if done(cand):
             return SearchResult(cand, best, tried)
     cal = calibrated[best_cal]
@@ -289,10 +294,11 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
                               calibration=best_cal, calibration_n=cal.n, activations="int16", io="float32"),
                        lambda: convert_16x8(model, preset, images))
 
-    early_16x8 = bar - best_cal_agreement > COLLAPSE_GAP
+    # a collapse: even the best full-integer recipe that converted is far below the bar (none converted: no verdict)
+    early_16x8 = bool(full_integer) and bar - max(full_integer) > COLLAPSE_GAP
     if early_16x8:
         _log.info("int8 search: best full-integer agreement %.4f is more than %.2f below the bar: 16x8 first",
-                  best_cal_agreement, COLLAPSE_GAP)
+                  max(full_integer), COLLAPSE_GAP)
         cand = try_16x8()
         if done(cand):
             return SearchResult(cand, best, tried)

@@ -6,7 +6,7 @@ One call runs every stage and leaves one folder::
     <out>/dataset/     manifest.csv + dataset.json (grouped, stratified 80:20 split)
     <out>/run/         training run (model.keras, config.json, history, metrics): block-wise from
                        ImageNet weights, every layer from epoch 1 when trained from scratch
-    <out>/convert/     model.{fp32,fp16,dynamic,int8}.tflite + labels.txt + model.json
+    <out>/convert/     model.{fp32,fp16,dynamic,int8}.tflite (--quick: fp32, int8) + labels.txt + model.json
     <out>/benchmark/   results.csv / results.json / plots (this CPU, per class, gates)
     <out>/report.html, report.md, report_assets/
     <out>/summary.json stages, timings, the weights decision, headline metrics, gate status

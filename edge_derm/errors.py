@@ -1,4 +1,5 @@
-"""The EdgeDermError family: library errors that the CLI turns into one line and exit code 1.
+"""The EdgeDermError family: library errors that the CLI turns into one line and exit code 1 (130 for
+:class:`Interrupted`).
 
 Messages say what is wrong and what to do, in one line.
 """

@@ -630,10 +630,10 @@ def _summary_section(doc: Doc, sections: list[Section], root: Path) -> None:
     with fp32, verification, gates) and the latency-vs-accuracy plot, from the first benchmark folder; a
     convert folder's verdicts or a run's headline figures when there is no benchmark."""
     bench = next((s for s in sections if s.kind == "benchmark" and s.info.get("rows")), None)
-    doc.h(1, "Summary")
     if bench is None:
         conv = next((s for s in sections if s.kind == "convert"), None)
         if conv is not None and conv.info.get("summary"):
+            doc.h(1, "Summary")
             doc.table(["variant", "status", "size MB", "top-1 agreement with Keras %", "melanoma / BCC changed"],
                       [[r.get("mode"), r.get("status"), _mb(r.get("size_bytes")), _pct(r.get("top1_agreement")),
                         ", ".join(f"{k} {v}" for k, v in (r.get("watch_flips") or {}).items()) or DASH]
@@ -644,12 +644,14 @@ def _summary_section(doc: Doc, sections: list[Section], root: Path) -> None:
         metrics = _read_json(run.path / "metrics.json") if run is not None and (run.path / "metrics.json").is_file() else None
         if isinstance(metrics, Mapping):
             pc = metrics.get("per_class") or {}
+            doc.h(1, "Summary")
             doc.kv([("macro F1", f"{_pct(metrics.get('macro_f1'))} %"),
                     ("balanced accuracy", f"{_pct(metrics.get('balanced_accuracy'))} %"),
                     *((f"{c} sensitivity", f"{_pct((pc.get(c) or {}).get('sensitivity'))} %") for c in ("MM", "BCC")
                       if c in pc),
                     ("expected calibration error", _fmt(metrics.get("ece"), 3))])
         return
+    doc.h(1, "Summary")
     rows = [r for r in bench.info["rows"] if isinstance(r, Mapping)]
     cfg = bench.info.get("config") if isinstance(bench.info.get("config"), Mapping) else {}
     gate_info = bench.info.get("gates") if isinstance(bench.info.get("gates"), Mapping) else {}
@@ -675,10 +677,11 @@ def _summary_section(doc: Doc, sections: list[Section], root: Path) -> None:
         points.append({"label": str(r.get("model")), "latency_ms": _num(lat), "macro_f1": _num(macro),
                        "size_bytes": _num(size), "group": f"{r.get('device')} x{r.get('threads')}"})
     doc.table(["variant", "device", "size MB", "latency ms", "macro F1 %", *(f"{c} sens. %" for c in watch),
-               "agreement w/ fp32 %", "verified", "gates"], table,
+               "agreement w/ ref %", "verified", "gates"], table,
               ["l", "l"] + ["r"] * (4 + len(watch)) + ["l", "l"])
     doc.p(f"From {_rel(bench.path, root)}: {cfg.get('data') or 'no test data'} ({cfg.get('split', DASH)} split). "
-          "Latency: median of the timed runs; agreement: same class as the fp32 reference; verified: the converter's "
+          "Latency: median of the timed runs; agreement: same class as the reference (the fp32 model unless "
+          "--reference named another); verified: the converter's "
           "fidelity check against the Keras model; details below.")
     from edge_derm.evaluation.plots import plot_latency_f1
 
@@ -867,7 +870,11 @@ def build_report(folder: Path) -> Report:
     doc, prov, seen = Doc(), [], set()
     kinds = sorted({s.kind for s in sections}, key=[k for k, _ in KINDS].index)
     doc.p(f"Folder {folder.resolve()} · sections: {', '.join(kinds)} · edge-derm {__version__}", "meta")
-    _summary_section(doc, sections, folder)  # the answer first, then the details
+    try:
+        _summary_section(doc, sections, folder)  # the answer first, then the details
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{folder}: the files of its summary do not have the expected layout ({exc}); "
+                        "regenerate them with this edge-derm version") from None
     _demo_section(doc, folder)
     for s in sections:
         try:

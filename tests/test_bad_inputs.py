@@ -341,3 +341,39 @@ def test_inspect_survives_a_decompression_bomb_after_the_build(tmp_path, capsys,
     assert "Traceback" not in out + err and "9 read, 1 unreadable" in out
     assert f"warning: {bomb}: above Pillow's pixel limit (possible decompression bomb)" in out
     assert _hashes(ds) == before
+
+
+def test_csv_line_numbers_count_a_bom_and_every_line_ending(tmp_path):
+    """The line of a non-UTF-8 byte is counted after a UTF-8 BOM and over \\n, \\r\\n and bare \\r endings."""
+    from edge_derm.data.csvfile import read_rows
+    from edge_derm.errors import DataError
+
+    for name, data, line in (("bom.csv", b"\xef\xbb\xbfa,b\n\xff\n", 2), ("crlf.csv", b"a,b\r\n1,2\r\n\xff\r\n", 3),
+                             ("cr.csv", b"a,b\r1,2\r1,2\r\xff\r", 4)):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=f"line {line} is not UTF-8 text"):
+            read_rows(tmp_path / name, ("a",), hint="fix it")
+    (tmp_path / "ok.csv").write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n\r\n3,4\r\n")
+    assert read_rows(tmp_path / "ok.csv", ("a", "b"), hint="") == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
+
+
+def test_failed_plan_into_an_empty_folder_leaves_it_empty(tmp_path, capsys, corpus):
+    """An existing empty --out is the user's: a plan that fails before training anything empties it again
+    (no plan.json that would block the rerun or claim that steps were kept)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    assert main(["--quiet", "train", "--plan", str(corpus["plan bad image.toml"]), "--out", str(out)]) == 1
+    assert "not a readable image" in capsys.readouterr().err
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_report_on_a_foreign_layout_is_one_line(tmp_path, capsys):
+    """A results.json whose per-class entries are not objects: the summary says the layout is unexpected,
+    in one line (it used to end in an AttributeError traceback)."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "results.json").write_text(json.dumps({"kind": "benchmark", "rows": [
+        {"model": "m.tflite", "metrics": {"per_class": {"MM": 0.9}}}]}))
+    assert main(["--quiet", "report", str(bench)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "expected layout" in err, err

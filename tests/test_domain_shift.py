@@ -124,7 +124,7 @@ def test_side_by_side_view_over_two_datasets(bm_models, tmp_path, capsys, monkey
     assert absent > 0 and away_dyn["agreement"] == pytest.approx(1 - absent)  # fp32 is right on every image
     lines = [ln.split() for ln in captured.out.splitlines()]
     dyn = next(i for i, ln in enumerate(lines) if ln[:2] == ["model.dynamic.tflite", "1"])
-    assert lines[dyn][2] == "24" and lines[dyn + 1][:2] == ["2", "16"]  # the away row follows, 16 images
+    assert lines[dyn][2] == "24" and lines[dyn + 1][:3] == ["model.dynamic.tflite", "2", "16"]  # away: 16 images
     assert lines[dyn + 1][-1] == f"{100 * absent:.1f}" and lines[dyn + 1][-2] == f"{100 * (1 - absent):.1f}"
     assert away_dyn["n"] == 16 and away_dyn["reference"] == "model.fp32.tflite"
     assert doc["domains"][0]["models"]["model.fp32.tflite"]["macro_f1"] == 1.0

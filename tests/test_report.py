@@ -126,7 +126,7 @@ def test_report_leads_with_the_summary(demo):
     assert first < md.index("Training run: run") and first < md.index("Benchmark: bench")
     summary = md[first:md.index("\n## ", first + 5)]
     header = next(line for line in summary.splitlines() if line.startswith("| variant"))
-    for col in ("size MB", "latency ms", "macro F1 %", "agreement w/ fp32 %", "verified", "gates"):
+    for col in ("size MB", "latency ms", "macro F1 %", "agreement w/ ref %", "verified", "gates"):
         assert col in header, header
     assert "model.int8.tflite" in summary and "FAIL (1)" in summary and "| ref |" in summary
     assert "summary_latency_f1.png" in summary

@@ -2,7 +2,7 @@
 
 No command module imports TensorFlow at import time (``edge-derm --help`` must start in about
 a second); they import the library lazily inside the command functions.
-Library errors (the EdgeDermError family) become ``error: <message>`` and exit code 1.
+Library errors (the EdgeDermError family) become ``error: <message>`` and exit code 1 (Ctrl-C: 130).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 On a terminal: a rich table when it fits the width, else a stacked layout (one block per row,
 ``column: value`` lines) that never truncates a value to ``0.…``. Piped or redirected (stdout not a
 terminal): plain tab-separated values, a ``# title`` line, then the header and the rows, for
-``cut``, ``sort`` or a spreadsheet.
+``cut``, ``sort`` or a spreadsheet. A command's notes and legends may follow a table on stdout (as
+text lines); the table itself is the ``# title`` block.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def demo(
     max_drop: Optional[List[str]] = typer.Option(None, "--max-drop", hidden=True,
                                                  help="Gate METRIC=POINTS (repeat); default macro_f1=2, sensitivity:MM=5."),
 ) -> None:
-    """Synthesise data, train, convert (fp32/fp16/dynamic/int8), benchmark and report, in one folder."""
+    """Synthesise data, train, convert (fp32/fp16/dynamic/int8; --quick: fp32/int8), benchmark and report, in one folder."""
     from edge_derm import progress
     from edge_derm.demo import DEFAULT_GATES, DemoConfig, run_demo
     from edge_derm.errors import ConfigError

@@ -7,6 +7,7 @@ the bad row starts on.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from pathlib import Path
@@ -41,7 +42,9 @@ def read_numbered_rows(path: Path, required: Iterable[str], *, hint: str, delimi
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
+        bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # exc.start counts after it
+        head = raw[:exc.start + bom]
+        line = head.count(b"\n") + head.replace(b"\r\n", b"\n").count(b"\r") + 1  # \n, \r\n or a bare \r
         raise DataError(f"{path}: line {line} is not UTF-8 text ({exc.reason}); {hint}") from exc
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     start = 1

@@ -214,14 +214,22 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
         shutil.rmtree(out)
     for stage in plan.stages:  # before anything trains: a wrong dataset fails now, not after stage 1
         _check_taxonomy(stage, plan)
-    fresh = not resume and not out.exists()
+    existed = out.is_dir()  # empty here unless resuming (a non-empty one was refused or replaced above)
+    fresh = not resume and (not existed or not any(out.iterdir()))
     out.mkdir(parents=True, exist_ok=True)
     write_json(plan_path, {**plan_dict, "hash": plan_hash})
     try:
         results = _train_stages(plan, out, resume=resume, train=train)
     except BaseException:
-        if fresh and not _anything_trained(out):  # nothing to resume: leave no folder that blocks the rerun
-            shutil.rmtree(out, ignore_errors=True)
+        if fresh and not _anything_trained(out):  # nothing to resume: leave nothing that blocks the rerun
+            if existed:  # the user's own empty folder stays, empty
+                for child in out.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(out, ignore_errors=True)
         raise
     forgetting = forgetting_matrix(out, plan)
     _finalise(out, plan, results, forgetting)
