@@ -67,6 +67,8 @@ class ConvertConfig:
         float_layers: ``auto`` or comma-separated layer names kept in float in int8 (selective).
         collapse_threshold: int8 accuracy drop (fraction) on the labelled fidelity images that triggers
             the per-layer report.
+        layer_report: write that per-layer report (``debug.int8.csv``, tens of seconds) when int8 fails or
+            collapses; ``demo --quick`` turns it off.
         keep_failed: also write variants that fail verification (marked ``passed: false``); without it they
             are left out and the passing ones are still written.
         seed: sampling and QAT seed.
@@ -89,6 +91,7 @@ class ConvertConfig:
     qat_learning_rate: float = 1e-5
     float_layers: str | None = None
     collapse_threshold: float = 0.05
+    layer_report: bool = True
     keep_failed: bool = False
     seed: int = 0
 
@@ -534,6 +537,8 @@ def _int8_collapse(ctx: _Context, preset, made: _Made) -> _Made:
     from . import tflite as tfl
 
     cfg = ctx.cfg
+    if not cfg.layer_report and cfg.float_layers is None:
+        return made  # no per-layer diagnosis asked for (demo --quick): the verification still judges the file
     full = ctx.score(made.data, made.reference, preset.tolerance)
     drop = full.get("accuracy_drop", 0.0)
     collapsed = (not full["passed"]) or drop > cfg.collapse_threshold

@@ -481,6 +481,7 @@ def _run_stages(config: DemoConfig, out: Path, on_stage: StageCallback | None) -
         converted = convert_run(ConvertConfig(run=out / "run", modes=list(sizes["modes"]), out=out / "convert",
                                               calibration_size=sizes["calibration_size"],
                                               verify_size=sizes["verify_size"], keep_failed=True,
+                                              layer_report=not config.quick,
                                               seed=config.seed))
 
     with stage("benchmark"):
