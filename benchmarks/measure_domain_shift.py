@@ -56,12 +56,11 @@ def cli(*argv: str) -> None:
 def split_by_site(full: Path, a: Path, b: Path) -> dict[str, int]:
     """Write domain A (every site but the head and neck; its own train/test split kept) and domain B
     (head and neck; every image in ``test``) from the full dataset, by HAM10000's ``localization``."""
-    import csv
-
+    from edge_derm.data.csvfile import read_rows
     from edge_derm.data.manifest import Manifest, write_manifest
 
-    with open(HAM / "HAM10000_metadata.csv", newline="", encoding="utf-8") as fh:
-        site = {r["image_id"]: r["localization"] for r in csv.DictReader(fh)}
+    rows = read_rows(HAM / "HAM10000_metadata.csv", ("image_id", "localization"), hint="is this HAM10000?", strip=True)
+    site = {r["image_id"]: r["localization"] for r in rows}
     m = Manifest.load(full)
     base = {k: v for k, v in m.info.items() if k not in ("counts", "hash", "classes")}
     in_b = [r for r in m.records if site.get(Path(r.path).stem) in HEAD_NECK]

@@ -218,8 +218,9 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
     best: Candidate | None = None
     full_integer: list[float] = []  # agreements of the full-integer recipes (collapse check)
 
-    def attempt(recipe: Recipe, make: Callable[[], bytes]) -> Candidate | None:
-        """Make and score one recipe (None when it cannot be made)."""
+    def attempt(recipe: Recipe, make: Callable[[], bytes], full: bool = False) -> Candidate | None:
+        """Make and score one recipe (None when it cannot be made); ``full``: a full-integer recipe, whose
+        agreement the collapse check reads."""
         nonlocal best
         with task(f"int8 search: {recipe.name}"):
             try:
@@ -236,6 +237,8 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
                   "meets the bar" if sc["passed"] else "below the bar")
         if best is None or cand.agreement > best.agreement:
             best = cand
+        if full:
+            full_integer.append(cand.agreement)
         return cand
 
     def done(cand: Candidate | None) -> bool:
@@ -257,13 +260,11 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
     default = calibrated_for("default")
     n0 = default.n
     cand = attempt(Recipe(f"per-tensor, {n0} calibration images", per_channel=False, calibration="default",
-                          calibration_n=n0, io=io), lambda: default.quantize(per_channel=False, io=io))
-    full_integer += [cand.agreement] if cand is not None else []
+                          calibration_n=n0, io=io), lambda: default.quantize(per_channel=False, io=io), full=True)
     if done(cand):
         return SearchResult(cand, best, tried)
     cand = attempt(Recipe(f"per-channel, {n0} calibration images", calibration="default", calibration_n=n0, io=io),
-                   lambda: default.quantize(per_channel=True, io=io))
-    full_integer += [cand.agreement] if cand is not None else []
+                   lambda: default.quantize(per_channel=True, io=io), full=True)
     if done(cand):
         return SearchResult(cand, best, tried)
     best_cal, best_cal_agreement = "default", cand.agreement if cand is not None else 0.0
@@ -273,8 +274,7 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
             continue
         label = f"every training image ({cal.n})" if name == "all" else f"{cal.n} calibration images"
         cand = attempt(Recipe(f"per-channel, {label}", calibration=name, calibration_n=cal.n, io=io),
-                       lambda c=cal: c.quantize(per_channel=True, io=io))
-        full_integer += [cand.agreement] if cand is not None else []
+                       lambda c=cal: c.quantize(per_channel=True, io=io), full=True)
         if done(cand):
             return SearchResult(cand, best, tried)
         if cand is not None and cand.agreement > best_cal_agreement:
@@ -282,8 +282,7 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
     if use_aeq:  # the second backend, same file cost as full int8 (int8 input/output)
         cand = attempt(Recipe(f"ai-edge-quantizer static int8, {n0} calibration images", calibration="default",
                               calibration_n=n0, io="int8", backend="ai-edge-quantizer"),
-                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai8"))
-        full_integer += [cand.agreement] if cand is not None else []
+                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai8"), full=True)
         if done(cand):
             return SearchResult(cand, best, tried)
     cal = calibrated[best_cal]

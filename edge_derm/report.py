@@ -571,6 +571,14 @@ def _gate(row: Mapping[str, Any], configured: bool, failures: list[str]) -> str:
     return f"FAIL ({len(mine)})" if mine else "pass"
 
 
+def _size_bytes(row: Mapping[str, Any]) -> float | None:
+    """A benchmark row's file size in bytes (``size_bytes``, else ``size_mb``)."""
+    size = _get(row, "size_bytes")
+    if size is None and _num(_get(row, "size_mb")) is not None:
+        size = _num(_get(row, "size_mb")) * 1e6
+    return size
+
+
 def _per_class(row: Mapping[str, Any]) -> dict[str, Any]:
     pc = _get(row, "metrics.per_class", "per_class")
     return dict(pc) if isinstance(pc, Mapping) else {}
@@ -660,9 +668,7 @@ def _summary_section(doc: Doc, sections: list[Section], root: Path) -> None:
     cache: dict[str, Any] = {}
     table, points = [], []
     for r in rows:
-        size = _get(r, "size_bytes")
-        if size is None and _num(_get(r, "size_mb")) is not None:
-            size = _num(_get(r, "size_mb")) * 1e6
+        size = _size_bytes(r)
         lat, macro = _get(r, "latency_median_ms", "latency_mean_ms"), _get(r, "metrics.macro_f1", "macro_f1")
         dis = _num(r.get("disagreement"))
         ver = _verification(r, cache)
@@ -720,9 +726,7 @@ def _benchmark_section(doc: Doc, s: Section, root: Path, prov: list) -> None:
     cache: dict[str, Any] = {}
     table, points, per_model = [], [], {}
     for r in rows:
-        size = _get(r, "size_bytes")
-        if size is None and _num(_get(r, "size_mb")) is not None:
-            size = _num(_get(r, "size_mb")) * 1e6
+        size = _size_bytes(r)
         lat = _get(r, "latency_median_ms", "median_ms", "latency_ms", "latency_mean_ms")
         macro = _get(r, "metrics.macro_f1", "macro_f1")
         d = _deltas(r, rows)
