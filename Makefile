@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test venv clean
+CLIENTS ?= .venv-clients
+
+.PHONY: demo test venv clients clean
 
 $(BIN)/edge-derm: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,11 +19,21 @@ $(BIN)/edge-derm: pyproject.toml
 
 venv: $(BIN)/edge-derm
 
+# The standard on-device clients, in an interpreter of their own: MediaPipe Tasks (ImageClassifier)
+# pins absl-py ~= 2.3 and tensorflow-model-optimization ~= 1.2, so they cannot share one environment.
+# tests/test_standard_metadata.py runs it on every converted variant and skips when it is missing.
+$(CLIENTS)/bin/python:
+	$(PYTHON) -m venv $(CLIENTS)
+	$(CLIENTS)/bin/python -m pip install --quiet "mediapipe==0.10.30" pillow \
+	  || { rm -rf $(CLIENTS); echo "make: could not install MediaPipe; the standard-client tests will skip"; }
+
+clients: $(CLIENTS)/bin/python
+
 demo: venv
 	$(BIN)/edge-derm demo --out $(DEMO_OUT) --force
 
-test: venv
+test: venv clients
 	$(BIN)/python -m pytest -n 2 -q
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT)
+	rm -rf $(VENV) $(CLIENTS) $(DEMO_OUT)

@@ -360,6 +360,9 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
                               splits=splits, purpose="calibration")
         if calib.missing:
             warnings.append(f"calibration data has no image of: {', '.join(calib.missing)}")
+    if cfg.io == "int8":
+        warnings.append("--io int8: MediaPipe Tasks and the other standard clients take uint8 or float32 input "
+                        "only; keep the default (uint8) for files they must open")
     config_hash = provenance.hash_json(cfg.as_dict())
     versions = provenance.versions()
     variants: dict[str, Any] = {}

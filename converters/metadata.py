@@ -3,7 +3,9 @@
 Embedding uses the TFLite schema's generated Python object API (pure Python, shipped with
 ai-edge-litert) and ``flatbuffers``: the model is unpacked, a buffer with the JSON and a
 ``Metadata`` entry naming it are added (replacing an older one of the same name), and the model
-is packed again. :func:`edge_derm.runtime.read_metadata` is the reader.
+is packed again. :func:`edge_derm.runtime.read_metadata` is the reader. Beside it goes TFLite's
+standard metadata (:mod:`converters.standard_metadata`) with the labels zipped onto the end, so that
+MediaPipe Tasks and the Android tooling open the file too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any, Callable
 
 from edge_derm.errors import ConversionError
 from edge_derm.runtime import FILE_IDENTIFIER, METADATA_NAME, ModelInfo
+
+from .standard_metadata import METADATA_NAME as STANDARD_NAME
+from .standard_metadata import pack_associated_files, standard_metadata
 
 _log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -148,16 +153,18 @@ def embed_built_metadata(model: bytes, meta: dict[str, Any] | Callable[[tuple[di
     if callable(meta):
         meta = meta(io)
     blob = json.dumps(meta, sort_keys=False, ensure_ascii=False).encode("utf-8")
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(blob, dtype=np.uint8)
-    obj.buffers = list(obj.buffers or []) + [buffer]
-    entry = schema.MetadataT()
-    entry.name = name
-    entry.buffer = len(obj.buffers) - 1
-    obj.metadata = [m for m in (obj.metadata or []) if _name(m.name) != name] + [entry]
-    builder = flatbuffers.Builder(len(model) + len(blob) + 4096)
+    standard, files = standard_metadata(meta)
+    for key, data in ((name, blob), (STANDARD_NAME, standard)):
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(data, dtype=np.uint8)
+        obj.buffers = list(obj.buffers or []) + [buffer]
+        entry = schema.MetadataT()
+        entry.name = key
+        entry.buffer = len(obj.buffers) - 1
+        obj.metadata = [m for m in (obj.metadata or []) if _name(m.name) != key] + [entry]
+    builder = flatbuffers.Builder(len(model) + len(blob) + len(standard) + 4096)
     builder.Finish(obj.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output()), meta
+    return pack_associated_files(bytes(builder.Output()), files), meta
 
 
 def _name(value: Any) -> str:

@@ -97,6 +97,8 @@ def test_cli_convert_int8_io_int8(cv_run, tmp_path, capsys):
     meta = read_metadata(out / "model.int8.tflite")
     assert meta["input"]["dtype"] == "int8" and meta["input"]["zero_point"] == -128
     assert meta["calibration"]["per_class"] == {"MM": 3, "Nev": 3, "BCC": 3}
+    doc = json.loads((out / "model.json").read_text())
+    assert any("MediaPipe" in w and "uint8 or float32" in w for w in doc["warnings"])  # int8 input: no MediaPipe
     # Existing output: refused without --force, nothing touched.
     before = (out / "model.json").read_bytes()
     rc = cli.main(["--quiet", "convert", str(cv_run), "--quantize", "fp32", "--out", str(out)])
