@@ -1,6 +1,6 @@
-@rem Gradle wrapper launcher (Windows). The jar is not committed: run
+@rem Gradle wrapper launcher (Windows). The jar is committed (provenance in
+@rem gradle\wrapper\gradle-wrapper.properties and README.md); if it is ever missing run
 @rem   gradle wrapper --gradle-version 8.11.1
-@rem once in this folder, or open the project in Android Studio (see README.md).
 @echo off
 setlocal
 set APP_HOME=%~dp0

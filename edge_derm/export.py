@@ -3,12 +3,15 @@
 Writes into the app folder (``android_demo`` by default):
 
 - ``app/src/main/assets/``: ``model.tflite``, ``labels.txt``, ``model.json`` (the model's flat
-  metadata, exactly the document ``edge-derm convert`` embedded; the app reads only this).
+  metadata, the document ``edge-derm convert`` embedded, with host paths such as the run folder cut
+  to their last part so nothing about the build machine ships in the APK; the app reads only this).
 - ``app/src/androidTest/assets/``: ``samples/*.png`` and ``expected_results.json``, the host's
   predictions (:class:`edge_derm.runtime.TFLiteModel`, as ``edge-derm predict``) for the same
   .tflite and PNGs, which the instrumented test compares with the phone's.
 
 Samples are stored as PNG so the phone decodes exactly the pixels the host used. No TensorFlow.
+Everything is staged in a temporary folder inside the app and swapped in at the end, all or nothing:
+a failure leaves the app's previous assets as they were.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import logging
 import os
 import re
 import shutil
+from pathlib import PurePosixPath, PureWindowsPath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_derm import provenance
-from edge_derm.errors import ConfigError, DataError, ModelError, OutputExistsError
+from edge_derm.errors import ConfigError, DataError, EdgeDermError, ModelError, OutputExistsError
 from edge_derm.fsutil import read_json, write_json
 
 _log = logging.getLogger(__name__)
@@ -40,6 +44,11 @@ SAMPLES_DIR = "samples"
 MAIN_ASSETS = Path("app/src/main/assets")
 TEST_ASSETS = Path("app/src/androidTest/assets")
 APP_MARKER = Path("app/src/main/AndroidManifest.xml")
+#: The app module's Gradle namespace (app/build.gradle.kts); another Android project is refused.
+APP_NAMESPACE = "org.edgederm.demo"
+#: Metadata keys whose strings are names and prose, never paths (left as they are).
+_TEXT_KEYS = ("labels", "descriptions", "triage", "name", "taxonomy")
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
 #: Variant chosen from a convert folder when --variant is not given: smallest and fastest first.
 VARIANT_PREFERENCE = ("int8", "qat", "dynamic", "fp16", "fp32")
@@ -199,13 +208,71 @@ def check_tensors(model: Path, meta: dict[str, Any]) -> None:
         raise ModelError(f"{model}: {len(meta['labels'])} labels in the metadata but {n_out} outputs; convert it again")
 
 
+class NotTheAppError(EdgeDermError):
+    """``--app`` names a folder that is not the edge-derm Android project (nothing was written)."""
+
+
 def check_app(app: Path) -> Path:
-    """``app`` if it is the edge-derm Android project; ConfigError otherwise."""
+    """``app`` if it is the edge-derm Android project; NotTheAppError otherwise.
+
+    The project is recognised by its manifest and, when present, by the namespace its app module
+    declares, so the assets never land in another Android project or a half-matching folder.
+    """
     app = Path(app)
+    hint = "pass --app PATH/TO/android_demo"
+    if (app / "android_demo" / APP_MARKER).is_file():
+        hint = f"did you mean --app {app / 'android_demo'}?"
     if not (app / APP_MARKER).is_file():
-        raise ConfigError(f"{app} is not the edge-derm Android app (no {APP_MARKER}); "
-                          "pass --app PATH/TO/android_demo")
+        what = "does not exist" if not app.exists() else "is not a folder" if not app.is_dir() else f"has no {APP_MARKER.as_posix()}"
+        raise NotTheAppError(f"{app} is not the edge-derm Android app ({what}); {hint}")
+    namespaces = []
+    for name in ("build.gradle.kts", "build.gradle"):
+        gradle = app / "app" / name
+        if gradle.is_file():
+            namespaces += re.findall(r"""\bnamespace\s*=?\s*["']([\w.]+)["']""", gradle.read_text(encoding="utf-8", errors="replace"))
+    manifest = (app / APP_MARKER).read_text(encoding="utf-8", errors="replace")
+    namespaces += re.findall(r"""<manifest\b[^>]*\bpackage\s*=\s*["']([\w.]+)["']""", manifest)
+    other = [n for n in namespaces if n != APP_NAMESPACE]
+    if other:
+        raise NotTheAppError(f"{app} is another Android project ({other[0]}), not the edge-derm Android app "
+                             f"({APP_NAMESPACE}); {hint}")
     return app
+
+
+def _strip_path(value: str) -> str:
+    """The last part of an absolute host path (``/home/me/runs/r1`` -> ``r1``); other strings unchanged."""
+    if not _ABSOLUTE.match(value):
+        return value
+    parts = PureWindowsPath(value) if "\\" in value else PurePosixPath(value)
+    return parts.name or "."
+
+
+def app_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The model.json the APK ships: ``meta`` with every absolute host path cut to its last part.
+
+    The run folder (``provenance.run``) and any other path the conversion recorded would otherwise
+    reveal the build machine's user and folder names inside every copy of the app.
+    """
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (v if k in _TEXT_KEYS else clean(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return _strip_path(node) if isinstance(node, str) else node
+
+    cleaned = clean(meta)
+    if cleaned != meta:
+        _log.info("host paths in the model's metadata cut to their last part for the app")
+    return cleaned
+
+
+def host_paths(doc: Any) -> list[str]:
+    """Absolute paths anywhere in a JSON document, names and prose aside (what app_metadata removes)."""
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() if k not in _TEXT_KEYS for p in host_paths(v)]
+    if isinstance(doc, list):
+        return [p for v in doc for p in host_paths(v)]
+    return [doc] if isinstance(doc, str) and _ABSOLUTE.match(doc) else []
 
 
 def _run_dataset(meta: dict[str, Any]) -> Path | None:
@@ -315,6 +382,38 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def swap_in(moves: list[tuple[Path, Path]], drop: list[Path], backup: Path) -> None:
+    """Move each staged ``(source, target)`` onto its target and remove ``drop``, all or nothing.
+
+    The targets' previous contents are first moved aside into ``backup`` (same file system, so every
+    step is a rename); if any step fails, what was placed is removed and the previous contents are
+    put back before the error propagates.
+    """
+    backup.mkdir(parents=True, exist_ok=True)
+    saved: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for i, target in enumerate([t for _, t in moves] + list(drop)):
+            if target.exists():
+                keep = backup / f"{i}-{target.name}"
+                os.replace(target, keep)
+                saved.append((keep, target))
+        for source, target in moves:
+            os.replace(source, target)
+            placed.append(target)
+    except BaseException:
+        for target in placed:
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+        for keep, target in reversed(saved):
+            with contextlib.suppress(OSError):
+                os.replace(keep, target)
+        raise
+
+
 def _targets(app: Path) -> list[Path]:
     return [app / MAIN_ASSETS / MODEL_ASSET, app / MAIN_ASSETS / LABELS_ASSET, app / MAIN_ASSETS / METADATA_ASSET,
             app / TEST_ASSETS / EXPECTED_ASSET, app / TEST_ASSETS / SAMPLES_DIR]
@@ -342,7 +441,8 @@ def export_android(model: Path, app: Path = Path("android_demo"), *, variant: st
 
     Raises:
         ModelError: no usable metadata, or metadata that disagrees with the file.
-        ConfigError: bad app folder, variant or counts.
+        NotTheAppError: ``app`` is not the edge-derm Android project (checked before anything is read).
+        ConfigError: bad variant or counts.
         OutputExistsError: the app already has a model or samples and ``force`` is false.
     """
     if per_class < 1 or max_samples < 1:
@@ -376,28 +476,25 @@ def export_android(model: Path, app: Path = Path("android_demo"), *, variant: st
         shutil.copyfile(path, tmp / MODEL_ASSET)
         (tmp / LABELS_ASSET).write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
         # The app's model.json describes the asset beside it (same bytes, so the same SHA-256).
-        write_json(tmp / METADATA_ASSET, {**meta, "file": MODEL_ASSET} if "file" in meta else meta)
+        write_json(tmp / METADATA_ASSET, app_metadata({**meta, "file": MODEL_ASSET} if "file" in meta else meta))
         test_dir = tmp / "test"
         written = write_samples(chosen, test_dir / SAMPLES_DIR) if chosen else []
         if chosen and not written:
             raise DataError("none of the sample images could be read; see the warnings")
         if written:
             write_json(test_dir / EXPECTED_ASSET, expected_results(tmp / MODEL_ASSET, meta, written, test_dir))
-        # Everything is ready: swap it in, one rename per item. Old samples of another model
-        # would fail the instrumented test, so they go even when there are no new ones.
+        # Everything is ready: swap it in. Old samples of another model would fail the instrumented
+        # test, so they go even when there are no new ones.
         (app / MAIN_ASSETS).mkdir(parents=True, exist_ok=True)
         (app / TEST_ASSETS).mkdir(parents=True, exist_ok=True)
-        old_samples = app / TEST_ASSETS / SAMPLES_DIR
-        if old_samples.exists():
-            os.replace(old_samples, tmp / "old-samples")
-        for name in (MODEL_ASSET, LABELS_ASSET, METADATA_ASSET):
-            os.replace(tmp / name, app / MAIN_ASSETS / name)
+        moves = [(tmp / name, app / MAIN_ASSETS / name) for name in (MODEL_ASSET, LABELS_ASSET, METADATA_ASSET)]
+        drop = []
         if written:
-            os.replace(test_dir / SAMPLES_DIR, old_samples)
-            os.replace(test_dir / EXPECTED_ASSET, app / TEST_ASSETS / EXPECTED_ASSET)
+            moves += [(test_dir / SAMPLES_DIR, app / TEST_ASSETS / SAMPLES_DIR),
+                      (test_dir / EXPECTED_ASSET, app / TEST_ASSETS / EXPECTED_ASSET)]
         else:
-            with contextlib.suppress(FileNotFoundError):
-                (app / TEST_ASSETS / EXPECTED_ASSET).unlink()
+            drop = [app / TEST_ASSETS / SAMPLES_DIR, app / TEST_ASSETS / EXPECTED_ASSET]
+        swap_in(moves, drop, tmp / "previous")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -13,7 +13,8 @@ from edge_derm import export
 from edge_derm.cli import main
 from edge_derm.errors import ConfigError, OutputExistsError
 
-pytestmark = pytest.mark.slow  # the cv_converted fixture trains and converts a tiny model once
+# Tests that use the cv_converted fixture (it trains and converts a tiny model once) are marked slow.
+slow = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_KT = REPO / "android_demo/app/src/main/java/org/edgederm/demo/core/ExpectedResults.kt"
@@ -27,6 +28,7 @@ def _tests(app: Path) -> Path:
     return app / export.TEST_ASSETS
 
 
+@slow
 def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_dataset, android_app):
     from edge_derm.data.images import load_rgb
     from edge_derm.runtime import TFLiteModel, read_metadata
@@ -39,10 +41,18 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     # The app gets the convert record: the embedded metadata plus the results measured on the written
     # file and its SHA-256, which the runtime checks against the asset beside it.
     record = json.loads((cv_converted / "model.json").read_text())["variants"]["int8"]
-    assert meta == {**record, "file": "model.tflite"}
+    assert meta == export.app_metadata({**record, "file": "model.tflite"})
+    # No host path ships in the APK: the run folder is named, not located.
+    assert Path(record["provenance"]["run"]).is_absolute() and meta["provenance"]["run"] == "tiny run"
+    assert export.host_paths(meta) == []
+    text = (_assets(android_app) / "model.json").read_text()
+    assert str(cv_converted.parent.parent) not in text and str(Path.home()) + "/" not in text
     embedded = read_metadata(model)
     assert {k: v for k, v in meta.items() if k not in ("file", "sha256", "size_bytes", "verification")} == \
-        {k: v for k, v in embedded.items() if k != "verification"}
+        {k: v for k, v in export.app_metadata(embedded).items() if k != "verification"}
+    # The calibration block recorded the dataset's folder: cut to its name as well.
+    assert Path(embedded["calibration"]["dataset"]).is_absolute()
+    assert meta["calibration"]["dataset"] == Path(embedded["calibration"]["dataset"]).name
     assert meta["verification"]["passed"] and TFLiteModel(model).sha256 == meta["sha256"]
     assert (_assets(android_app) / "labels.txt").read_text().splitlines() == meta["labels"]
 
@@ -69,6 +79,7 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     assert np.mean([s["top1"] == s["label"] for s in expected["samples"]]) >= 0.5
 
 
+@slow
 def test_expected_results_have_every_field_kotlin_reads(cv_converted, cv_dataset, android_app):
     export.export_android(cv_converted, android_app, variant="fp32", samples=cv_dataset, per_class=1)
     doc = json.loads((_tests(android_app) / "expected_results.json").read_text())
@@ -83,6 +94,7 @@ def test_expected_results_have_every_field_kotlin_reads(cv_converted, cv_dataset
     assert doc["tolerance"]["prob_atol"] == 0.01  # fp32
 
 
+@slow
 def test_refuses_to_overwrite_without_force(cv_converted, cv_dataset, android_app):
     export.export_android(cv_converted, android_app, variant="fp32", samples=cv_dataset, per_class=1)
     before = (_assets(android_app) / "model.tflite").read_bytes()
@@ -94,6 +106,7 @@ def test_refuses_to_overwrite_without_force(cv_converted, cv_dataset, android_ap
     assert not list(android_app.glob(".export-*")), "temporary folder left behind"
 
 
+@slow
 def test_stale_samples_are_removed_when_none_are_exported(cv_converted, cv_dataset, android_app, monkeypatch):
     export.export_android(cv_converted, android_app, samples=cv_dataset, per_class=1)
     assert (_tests(android_app) / "expected_results.json").is_file()
@@ -105,12 +118,14 @@ def test_stale_samples_are_removed_when_none_are_exported(cv_converted, cv_datas
     assert (_assets(android_app) / "model.tflite").read_bytes() == (cv_converted / "model.fp16.tflite").read_bytes()
 
 
+@slow
 def test_default_samples_come_from_the_runs_dataset(cv_converted, android_app):
     summary = export.export_android(cv_converted / "model.fp32.tflite", android_app, per_class=1)
     assert summary["samples"] == 3  # one per class from the test split of cv_run's dataset
     assert set(summary["per_label"]) == {"MM", "Nev", "BCC"}
 
 
+@slow
 def test_plain_image_folder_as_samples(cv_converted, cv_dataset, android_app):
     images = cv_dataset.parent / "my images"
     summary = export.export_android(cv_converted, android_app, samples=images, max_samples=4)
@@ -120,10 +135,11 @@ def test_plain_image_folder_as_samples(cv_converted, cv_dataset, android_app):
     assert all(s["label"] in {"MM", "Nev", "BCC"} for s in doc["samples"])
 
 
+@slow
 def test_bad_arguments(cv_converted, android_app, tmp_path):
     with pytest.raises(ConfigError, match="has no qat variant"):
         export.export_android(cv_converted, android_app, variant="qat")
-    with pytest.raises(ConfigError, match="not the edge-derm Android app"):
+    with pytest.raises(export.NotTheAppError, match="not the edge-derm Android app"):
         export.export_android(cv_converted, tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="--variant chooses"):
         export.export_android(cv_converted / "model.fp32.tflite", android_app, variant="fp32")
@@ -135,6 +151,7 @@ def test_bad_arguments(cv_converted, android_app, tmp_path):
         export.export_android(cv_converted, android_app, samples=tmp_path / "missing")
 
 
+@slow
 def test_cli(cv_converted, cv_dataset, android_app, capsys):
     args = ["export", "android", str(cv_converted), "--app", str(android_app), "--samples", str(cv_dataset),
             "--per-class", "1"]
@@ -147,3 +164,108 @@ def test_cli(cv_converted, cv_dataset, android_app, capsys):
     assert (_assets(android_app) / "model.tflite").read_bytes() == (cv_converted / "model.fp16.tflite").read_bytes()
     assert main(["export", "android", str(cv_converted), "--app", str(android_app), "--variant", "bogus"]) != 0
     assert main(["export", "android", str(cv_converted), "--app", str(android_app), "--per-class", "0"]) != 0
+
+
+# -- fast: the app folder, host paths, all-or-nothing swap (no model needed) -------------------------
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["missing", "empty", "file", "other project", "repo root"])
+def test_cli_export_into_a_folder_that_is_not_the_app(where, tmp_path, capsys):
+    """One line `error: ...`, exit 1, and nothing written, whatever the wrong --app is."""
+    target = tmp_path / "not the app"
+    if where == "empty":
+        target.mkdir()
+    elif where == "file":
+        target.write_text("x")
+    elif where == "other project":  # an Android project, but not ours
+        (target / "app/src/main").mkdir(parents=True)
+        (target / "app/src/main/AndroidManifest.xml").write_text('<manifest package="com.example.other"/>')
+        (target / "app/build.gradle.kts").write_text('android {\n    namespace = "com.example.other"\n}\n')
+    elif where == "repo root":  # the folder that holds android_demo
+        (target / "android_demo/app/src/main").mkdir(parents=True)
+        (target / "android_demo/app/src/main/AndroidManifest.xml").write_text("<manifest/>")
+    before = _snapshot(tmp_path)
+    assert main(["export", "android", str(tmp_path / "no model.tflite"), "--app", str(target)]) == 1
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: "), captured.err
+    assert "not the edge-derm Android app" in err[0] and str(target) in err[0]
+    if where == "repo root":
+        assert "did you mean --app" in err[0] and "android_demo" in err[0]
+    if where == "other project":
+        assert "com.example.other" in err[0]
+    assert _snapshot(tmp_path) == before, "export wrote into a folder that is not the app"
+    assert not list(tmp_path.rglob(".export-*")) and not list(tmp_path.rglob("assets"))
+
+
+def test_check_app_accepts_the_real_project_and_the_fixture(android_app):
+    assert export.check_app(REPO / "android_demo") == REPO / "android_demo"
+    assert export.check_app(android_app) == android_app
+    # The namespace export trusts is the one the app module declares.
+    build = (REPO / "android_demo/app/build.gradle.kts").read_text()
+    assert f'namespace = "{export.APP_NAMESPACE}"' in build
+
+
+def test_app_metadata_cuts_host_paths_only():
+    meta = {"labels": ["/a", "b"], "descriptions": {"b": "C:\\ not a path, prose"}, "name": "/x",
+            "input": {"preprocessing_in_model": "x/255 (inside the model)", "size": [32, 32]},
+            "provenance": {"run": "/home/alice/edge derm/runs/run 7", "dataset_hashes": ["abc"],
+                           "sources": ["C:\\Users\\bob\\data\\ham", "~/datasets/isic", "relative/dir"]},
+            "verification": {"passed": True, "files": [{"path": "/tmp/xyz/verify.npz"}]}}
+    got = export.app_metadata(meta)
+    assert got["provenance"]["run"] == "run 7"
+    assert got["provenance"]["sources"] == ["ham", "isic", "relative/dir"]
+    assert got["verification"] == {"passed": True, "files": [{"path": "verify.npz"}]}
+    # Names and prose are not paths, whatever they start with; other values are untouched.
+    assert got["labels"] == ["/a", "b"] and got["name"] == "/x" and got["descriptions"] == meta["descriptions"]
+    assert got["input"] == meta["input"] and got["provenance"]["dataset_hashes"] == ["abc"]
+    assert export.host_paths(got) == []
+    assert len(export.host_paths(meta)) == 4
+    assert meta["provenance"]["run"].startswith("/home/alice")  # the input is not modified
+
+
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_swap_in_replaces_and_drops(tmp_path):
+    app, staged = tmp_path / "app", tmp_path / "staged"
+    _tree(app, {"model": "old model", "samples/a.png": "old a", "expected": "old expected"})
+    _tree(staged, {"model": "new model", "samples/b.png": "new b"})
+    export.swap_in([(staged / "model", app / "model"), (staged / "samples", app / "samples")],
+                   [app / "expected", app / "never existed"], tmp_path / "backup")
+    assert _snapshot(app) == {"model": b"new model", "samples/b.png": b"new b"}
+
+
+@pytest.mark.parametrize("fail_at", range(1, 10))  # 4 backups, then 5 installs
+def test_swap_in_is_all_or_nothing(tmp_path, monkeypatch, fail_at):
+    """A failure at any rename leaves the app exactly as it was (nothing half-written)."""
+    app, staged = tmp_path / "app", tmp_path / "staged"
+    _tree(app, {"assets/model.tflite": "old model", "assets/model.json": "{}", "test/samples/a.png": "old a",
+                "test/expected.json": "old expected"})
+    _tree(staged, {"model.tflite": "new model", "model.json": "{\"new\": 1}", "labels.txt": "x\n",
+                   "samples/b.png": "new b", "expected.json": "new expected"})
+    before = _snapshot(app)
+    real_replace, calls = export.os.replace, []
+
+    def flaky(src, dst):
+        calls.append(Path(dst))
+        if len(calls) == fail_at:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(export.os, "replace", flaky)
+    moves = [(staged / n, app / "assets" / n) for n in ("model.tflite", "model.json", "labels.txt")]
+    moves += [(staged / "samples", app / "test/samples"), (staged / "expected.json", app / "test/expected.json")]
+    with pytest.raises(OSError, match="No space"):
+        export.swap_in(moves, [], tmp_path / "backup")
+    monkeypatch.setattr(export.os, "replace", real_replace)
+    assert _snapshot(app) == before
+    # The failure hit a backup (the first 4 renames) or an install into the app (the last 5).
+    assert (calls[fail_at - 1].parent == tmp_path / "backup") == (fail_at <= 4)
+    assert not (app / "assets/labels.txt").exists()

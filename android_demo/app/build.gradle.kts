@@ -57,8 +57,13 @@ tasks.named("preBuild") {
 }
 
 dependencies {
-    // LiteRT (formerly TensorFlow Lite) for Android: the org.tensorflow.lite.Interpreter API.
-    implementation("com.google.ai.edge.litert:litert:1.4.1")
+    // LiteRT (formerly TensorFlow Lite) for Android: the org.tensorflow.lite.Interpreter API, and its GPU
+    // delegate (org.tensorflow.lite.gpu.GpuDelegate / CompatibilityList). One version for the family:
+    // mixing LiteRT with org.tensorflow:tensorflow-lite-gpu would put the same classes in twice.
+    val litert = "1.4.1"
+    implementation("com.google.ai.edge.litert:litert:$litert")
+    implementation("com.google.ai.edge.litert:litert-gpu:$litert")
+    implementation("com.google.ai.edge.litert:litert-gpu-api:$litert")
 
     val camerax = "1.4.1"
     implementation("androidx.camera:camera-core:$camerax")
@@ -66,11 +71,15 @@ dependencies {
     implementation("androidx.camera:camera-lifecycle:$camerax")
     implementation("androidx.camera:camera-view:$camerax")
 
+    // ComponentActivity + enableEdgeToEdge (activity 1.8+), ViewCompat insets (core), the model in a
+    // ViewModel observed through LiveData (lifecycle 2.8 is what activity 1.9 and CameraX 1.4 accept).
     implementation("androidx.core:core-ktx:1.13.1")
-    implementation("androidx.appcompat:appcompat:1.7.0")
     implementation("androidx.activity:activity-ktx:1.9.3")
+    val lifecycle = "2.8.7"
+    implementation("androidx.lifecycle:lifecycle-viewmodel-ktx:$lifecycle")
+    implementation("androidx.lifecycle:lifecycle-livedata-ktx:$lifecycle")
+    implementation("androidx.lifecycle:lifecycle-runtime-ktx:$lifecycle")
     implementation("androidx.exifinterface:exifinterface:1.3.7")
-    implementation("com.google.android.material:material:1.12.0")
 
     testImplementation("junit:junit:4.13.2")
 

@@ -49,7 +49,7 @@ class ClassifierTest {
 
     @Test
     fun bundledModelLoadsAndMatchesItsMetadata() {
-        Classifier(appContext).use { clf ->
+        Classifier.load(appContext).use { clf ->
             val labels = appContext.assets.open(Classifier.LABELS_ASSET).bufferedReader().use { it.readLines() }
                 .filter { it.isNotBlank() }
             assertEquals(clf.meta.labels, labels)
@@ -62,7 +62,7 @@ class ClassifierTest {
         assertEquals("model.tflite changed since the samples were exported; export again", expected.modelSha256, sha256OfModel())
         val failures = ArrayList<String>()
         val predicted = ArrayList<String>()
-        Classifier(appContext).use { clf ->
+        Classifier.load(appContext).use { clf ->
             assertEquals(expected.labels, clf.meta.labels)
             for (sample in expected.samples) {
                 val px = ImageIO.decode { testAssets.open(sample.file) }

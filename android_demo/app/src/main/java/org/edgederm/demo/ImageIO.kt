@@ -5,33 +5,46 @@ import android.graphics.BitmapFactory
 import android.graphics.Matrix
 import androidx.exifinterface.media.ExifInterface
 import java.io.InputStream
+import org.edgederm.demo.core.ImageBudget
+import org.edgederm.demo.core.Region
 
 /** An image as ARGB pixels, the form the core code works on. */
 class Pixels(val argb: IntArray, val width: Int, val height: Int)
 
 /**
- * Decoding as edge_derm.data.images.load_rgb does: EXIF orientation applied, transparency
- * composited on white, full resolution (no density scaling) up to [MAX_PIXELS].
+ * Decoding as edge_derm.data.images.load_rgb does (EXIF orientation applied, transparency
+ * composited on white, no density scaling), within [ImageBudget]: images above
+ * [ImageBudget.MAX_DECODE_PIXELS] are decoded with a power-of-two inSampleSize (the host would
+ * use them whole). One bitmap is kept (shown on screen) plus its pixels as an IntArray; a
+ * rotated or cropped copy replaces its source, which is recycled at once.
  */
 object ImageIO {
-    /** Above this, photos are decoded at a reduced size (memory); the host would use them whole. */
-    const val MAX_PIXELS = 24_000_000
-
-    fun decode(open: () -> InputStream): Pixels {
+    /** The image behind [open] (opened up to three times), oriented, within the pixel budget. */
+    fun decodeBitmap(open: () -> InputStream): Bitmap {
         val bounds = BitmapFactory.Options().apply { inJustDecodeBounds = true }
         open().use { BitmapFactory.decodeStream(it, null, bounds) }
         if (bounds.outWidth <= 0 || bounds.outHeight <= 0) throw IllegalArgumentException("not a readable image")
-        var sample = 1
-        while (bounds.outWidth.toLong() * bounds.outHeight / (sample.toLong() * sample) > MAX_PIXELS) sample *= 2
         val opts = BitmapFactory.Options().apply {
             inPreferredConfig = Bitmap.Config.ARGB_8888
             inScaled = false
-            inSampleSize = sample
+            inSampleSize = ImageBudget.sampleSize(bounds.outWidth, bounds.outHeight)
         }
         val raw = open().use { BitmapFactory.decodeStream(it, null, opts) }
             ?: throw IllegalArgumentException("not a readable image")
-        val orientation = open().use { ExifInterface(it).getAttributeInt(ExifInterface.TAG_ORIENTATION, ExifInterface.ORIENTATION_NORMAL) }
-        return fromBitmap(orient(raw, orientation))
+        val orientation = open().use {
+            ExifInterface(it).getAttributeInt(ExifInterface.TAG_ORIENTATION, ExifInterface.ORIENTATION_NORMAL)
+        }
+        return replacing(raw, orient(raw, orientation))
+    }
+
+    /** [decodeBitmap]'s pixels (the bitmap is not kept). */
+    fun decode(open: () -> InputStream): Pixels {
+        val bitmap = decodeBitmap(open)
+        try {
+            return fromBitmap(bitmap)
+        } finally {
+            bitmap.recycle()
+        }
     }
 
     fun fromBitmap(bitmap: Bitmap): Pixels {
@@ -51,6 +64,12 @@ object ImageIO {
         return (0xFF shl 24) or (mix((p shr 16) and 0xFF) shl 16) or (mix((p shr 8) and 0xFF) shl 8) or mix(p and 0xFF)
     }
 
+    /** [next], after recycling [previous] when it is a different bitmap. */
+    private fun replacing(previous: Bitmap, next: Bitmap): Bitmap {
+        if (next !== previous) previous.recycle()
+        return next
+    }
+
     /** Rotate / mirror by an EXIF orientation (exact pixel moves, no filtering). */
     fun orient(bitmap: Bitmap, orientation: Int): Bitmap {
         val m = Matrix()
@@ -67,10 +86,18 @@ object ImageIO {
         return Bitmap.createBitmap(bitmap, 0, 0, bitmap.width, bitmap.height, m, false)
     }
 
-    /** Rotate a camera frame by the degrees CameraX reports. */
-    fun rotate(bitmap: Bitmap, degrees: Int): Bitmap {
-        if (degrees % 360 == 0) return bitmap
-        val m = Matrix().apply { setRotate(degrees.toFloat()) }
-        return Bitmap.createBitmap(bitmap, 0, 0, bitmap.width, bitmap.height, m, false)
+    /**
+     * The guide square [r] (in [frame]'s pixels, Framing.guideInFrame) cut out of a camera frame,
+     * turned upright by [degrees] and capped at [ImageBudget.MAX_CROP_SIDE], in one copy; the
+     * frame is recycled.
+     */
+    fun cropUpright(frame: Bitmap, degrees: Int, r: Region): Bitmap {
+        val scale = ImageBudget.cropScale(r.size).toFloat()
+        val m = Matrix().apply {
+            setRotate(degrees.toFloat())
+            postScale(scale, scale)
+        }
+        val crop = Bitmap.createBitmap(frame, r.left, r.top, r.size, r.size, m, scale < 1f)
+        return replacing(frame, crop)
     }
 }

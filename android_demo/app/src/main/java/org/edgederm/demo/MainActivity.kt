@@ -2,56 +2,65 @@ package org.edgederm.demo
 
 import android.Manifest
 import android.content.pm.PackageManager
-import android.graphics.Bitmap
 import android.net.Uri
 import android.os.Bundle
 import android.util.Log
+import android.util.Size
 import android.view.View
 import android.widget.Button
 import android.widget.ImageView
+import android.widget.RadioGroup
+import android.widget.SeekBar
 import android.widget.TextView
+import androidx.activity.ComponentActivity
+import androidx.activity.enableEdgeToEdge
 import androidx.activity.result.PickVisualMediaRequest
 import androidx.activity.result.contract.ActivityResultContracts
-import androidx.appcompat.app.AppCompatActivity
+import androidx.activity.viewModels
 import androidx.camera.core.CameraSelector
 import androidx.camera.core.ImageCapture
 import androidx.camera.core.ImageCaptureException
 import androidx.camera.core.ImageProxy
 import androidx.camera.core.Preview
+import androidx.camera.core.resolutionselector.AspectRatioStrategy
+import androidx.camera.core.resolutionselector.ResolutionSelector
+import androidx.camera.core.resolutionselector.ResolutionStrategy
 import androidx.camera.lifecycle.ProcessCameraProvider
 import androidx.camera.view.PreviewView
 import androidx.core.content.ContextCompat
-import java.util.Locale
-import java.util.concurrent.ExecutorService
-import java.util.concurrent.Executors
-import org.edgederm.demo.core.Acquisition
-import org.edgederm.demo.core.AcquisitionReport
-import org.edgederm.demo.core.Classification
-import org.edgederm.demo.core.Framing
-import org.edgederm.demo.core.Region
+import androidx.core.view.ViewCompat
+import androidx.core.view.WindowInsetsCompat
+import org.edgederm.demo.core.Accelerator
+import org.edgederm.demo.core.ImageBudget
+import org.edgederm.demo.core.InferenceSettings
+import org.edgederm.demo.core.Threads
 
 /**
  * Take a photo (CameraX, kept in memory only) or pick one from the gallery; check sharpness,
  * exposure and framing; classify on the phone; show the top 3 with triage groups.
  *
- * Camera photos are cropped to the framing guide (what the user aimed at); gallery photos are
- * classified whole, as `edge-derm predict` does. The acquisition checks look at the guide region.
+ * Thin glue: the model, the worker thread and what the screen shows live in [ClassifierViewModel]
+ * (they survive rotation); decisions that can be unit-tested are in `core/`. Camera photos are
+ * cropped to the framing guide (what the user aimed at); gallery photos are classified whole, as
+ * `edge-derm predict` does.
  */
-class MainActivity : AppCompatActivity() {
+class MainActivity : ComponentActivity() {
+    private val model: ClassifierViewModel by viewModels()
+
     private lateinit var preview: PreviewView
     private lateinit var photo: ImageView
     private lateinit var guide: View
+    private lateinit var modelInfo: TextView
     private lateinit var status: TextView
     private lateinit var results: TextView
     private lateinit var captureButton: Button
+    private lateinit var galleryButton: Button
     private lateinit var useAnywayButton: Button
+    private lateinit var accelerator: RadioGroup
+    private lateinit var threads: SeekBar
+    private lateinit var threadsLabel: TextView
 
-    private val worker: ExecutorService = Executors.newSingleThreadExecutor()
     private var imageCapture: ImageCapture? = null
-    private var classifier: Classifier? = null
-    private var modelError: String? = null
-    /** The photo waiting for "Classify anyway" after a failed acquisition check. */
-    private var pending: Pixels? = null
     private var showingPhoto = false
 
     private val requestCamera = registerForActivityResult(ActivityResultContracts.RequestPermission()) { granted ->
@@ -59,39 +68,39 @@ class MainActivity : AppCompatActivity() {
     }
 
     private val pickImage = registerForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri: Uri? ->
-        if (uri != null) onGalleryImage(uri)
+        if (uri != null) model.onGalleryImage(uri)
     }
 
     override fun onCreate(savedInstanceState: Bundle?) {
+        // targetSdk 35 draws edge to edge: the root view pads itself by the system bars and cutout.
+        enableEdgeToEdge()
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_main)
+        ViewCompat.setOnApplyWindowInsetsListener(findViewById(R.id.root)) { v, insets ->
+            val bars = insets.getInsets(WindowInsetsCompat.Type.systemBars() or WindowInsetsCompat.Type.displayCutout())
+            v.setPadding(bars.left, bars.top, bars.right, bars.bottom)
+            WindowInsetsCompat.CONSUMED
+        }
         preview = findViewById(R.id.preview)
         photo = findViewById(R.id.photo)
         guide = findViewById(R.id.guide)
+        modelInfo = findViewById(R.id.model_info)
         status = findViewById(R.id.status)
         results = findViewById(R.id.results)
         captureButton = findViewById(R.id.capture)
+        galleryButton = findViewById(R.id.gallery)
         useAnywayButton = findViewById(R.id.use_anyway)
+        accelerator = findViewById(R.id.accelerator)
+        threads = findViewById(R.id.threads)
+        threadsLabel = findViewById(R.id.threads_label)
 
-        captureButton.setOnClickListener { if (showingPhoto) backToCamera() else capture() }
-        findViewById<Button>(R.id.gallery).setOnClickListener {
+        captureButton.setOnClickListener { if (showingPhoto) model.clearPhoto() else capture() }
+        galleryButton.setOnClickListener {
             pickImage.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly))
         }
-        useAnywayButton.setOnClickListener { pending?.let { classify(it) } }
-
-        worker.execute {
-            try {
-                classifier = Classifier(this)
-            } catch (e: java.io.FileNotFoundException) {
-                modelError = getString(R.string.no_model)
-            } catch (e: Exception) {
-                modelError = "The bundled model cannot be used: ${e.message}"
-            }
-            runOnUiThread {
-                val error = modelError
-                if (error != null) results.text = error else showModelInfo()
-            }
-        }
+        useAnywayButton.setOnClickListener { model.classifyAnyway() }
+        setUpSettings(model.screen.value!!.settings)
+        model.screen.observe(this) { render(it) }
 
         if (ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED) {
             startCamera()
@@ -100,17 +109,45 @@ class MainActivity : AppCompatActivity() {
         }
     }
 
-    override fun onDestroy() {
-        super.onDestroy()
-        worker.execute { classifier?.close() }
-        worker.shutdown()
+    private fun setUpSettings(initial: InferenceSettings) {
+        threads.max = Threads.max(model.cores) - 1 // SeekBar.setMin needs API 26: progress is threads - 1
+        threads.progress = initial.threads - 1
+        threadsLabel.text = getString(R.string.threads_label, initial.threads)
+        accelerator.check(if (initial.accelerator == Accelerator.GPU) R.id.accelerator_gpu else R.id.accelerator_cpu)
+        accelerator.setOnCheckedChangeListener { _, _ -> model.applySettings(chosenSettings()) }
+        threads.setOnSeekBarChangeListener(object : SeekBar.OnSeekBarChangeListener {
+            override fun onProgressChanged(bar: SeekBar, progress: Int, fromUser: Boolean) {
+                threadsLabel.text = getString(R.string.threads_label, progress + 1)
+            }
+
+            override fun onStartTrackingTouch(bar: SeekBar) = Unit
+
+            // Reload once the finger is lifted, not for every step on the way.
+            override fun onStopTrackingTouch(bar: SeekBar) = model.applySettings(chosenSettings())
+        })
     }
 
-    private fun showModelInfo() {
-        val m = classifier?.meta ?: return
-        val agreement = m.top1Agreement?.let { String.format(Locale.ROOT, ", %.1f %% top-1 agreement with the trained model", it * 100) } ?: ""
-        results.text = "Model: ${m.name} (${m.quantization}), ${m.labels.size} classes, " +
-            "${m.input.width}x${m.input.height} ${m.input.resize.id}$agreement."
+    private fun chosenSettings(): InferenceSettings = InferenceSettings(
+        if (accelerator.checkedRadioButtonId == R.id.accelerator_gpu) Accelerator.GPU else Accelerator.CPU,
+        Threads.clamp(threads.progress + 1, model.cores)
+    )
+
+    private fun render(s: Screen) {
+        modelInfo.text = s.model
+        status.text = s.status ?: getString(R.string.hint_frame)
+        results.text = s.results
+        useAnywayButton.visibility = if (s.canClassifyAnyway) View.VISIBLE else View.GONE
+        captureButton.isEnabled = !s.busy
+        galleryButton.isEnabled = !s.busy
+        accelerator.isEnabled = !s.busy
+        threads.isEnabled = !s.busy
+        val bitmap = s.photo
+        showingPhoto = bitmap != null
+        photo.setImageBitmap(bitmap)
+        photo.visibility = if (bitmap != null) View.VISIBLE else View.GONE
+        preview.visibility = if (bitmap != null) View.INVISIBLE else View.VISIBLE
+        guide.visibility = if (bitmap != null) View.GONE else View.VISIBLE
+        captureButton.setText(if (bitmap != null) R.string.retake else R.string.capture)
     }
 
     private fun startCamera() {
@@ -118,8 +155,19 @@ class MainActivity : AppCompatActivity() {
         future.addListener({
             val provider = future.get()
             val previewUseCase = Preview.Builder().build().also { it.setSurfaceProvider(preview.surfaceProvider) }
+            // About 3 MP, not the sensor's full 12-50 MP: the model sees a few hundred pixels.
+            val resolution = ResolutionSelector.Builder()
+                .setAspectRatioStrategy(AspectRatioStrategy.RATIO_4_3_FALLBACK_AUTO_STRATEGY)
+                .setResolutionStrategy(
+                    ResolutionStrategy(
+                        Size(ImageBudget.CAPTURE_WIDTH, ImageBudget.CAPTURE_HEIGHT),
+                        ResolutionStrategy.FALLBACK_RULE_CLOSEST_LOWER_THEN_HIGHER
+                    )
+                )
+                .build()
             val capture = ImageCapture.Builder()
                 .setCaptureMode(ImageCapture.CAPTURE_MODE_MAXIMIZE_QUALITY)
+                .setResolutionSelector(resolution)
                 .build()
             try {
                 provider.unbindAll()
@@ -127,141 +175,23 @@ class MainActivity : AppCompatActivity() {
                 imageCapture = capture
             } catch (e: Exception) {
                 Log.w(TAG, "camera unavailable", e)
-                status.text = "Camera unavailable (${e.message}); pick a photo from the gallery."
+                status.text = getString(R.string.camera_unavailable, e.message ?: "")
             }
         }, ContextCompat.getMainExecutor(this))
     }
 
     private fun capture() {
         val capture = imageCapture ?: return
-        captureButton.isEnabled = false
-        capture.takePicture(worker, object : ImageCapture.OnImageCapturedCallback() {
-            override fun onCaptureSuccess(image: ImageProxy) {
-                val rotation = image.imageInfo.rotationDegrees
-                val bitmap: Bitmap = try {
-                    ImageIO.rotate(image.toBitmap(), rotation)
-                } finally {
-                    image.close()
-                }
-                val full = ImageIO.fromBitmap(bitmap)
-                // The square the user saw in the preview, in photo pixels.
-                val r = Framing.guideInImage(full.width, full.height, preview.width, preview.height)
-                val crop = Pixels(Framing.crop(full.argb, full.width, r), r.size, r.size)
-                val shown = Bitmap.createBitmap(crop.argb, crop.width, crop.height, Bitmap.Config.ARGB_8888)
-                runOnUiThread {
-                    captureButton.isEnabled = true
-                    showPhoto(shown)
-                }
-                checkAcquisition(crop, Region(0, 0, crop.width))
-            }
+        val viewW = preview.width
+        val viewH = preview.height
+        model.captureStarted()
+        // Callbacks arrive on the main executor, which is never shut down; the ViewModel hands the
+        // frame to its worker, or closes it when the worker is already closed.
+        capture.takePicture(ContextCompat.getMainExecutor(this), object : ImageCapture.OnImageCapturedCallback() {
+            override fun onCaptureSuccess(image: ImageProxy) = model.onCapture(image, viewW, viewH)
 
-            override fun onError(exc: ImageCaptureException) {
-                runOnUiThread {
-                    captureButton.isEnabled = true
-                    status.text = "Capture failed: ${exc.message}"
-                }
-            }
+            override fun onError(exc: ImageCaptureException) = model.captureFailed(exc.message)
         })
-    }
-
-    private fun onGalleryImage(uri: Uri) {
-        worker.execute {
-            val px = try {
-                ImageIO.decode { contentResolver.openInputStream(uri) ?: throw java.io.FileNotFoundException(uri.toString()) }
-            } catch (e: Exception) {
-                runOnUiThread { status.text = "Cannot read that image: ${e.message}" }
-                return@execute
-            }
-            val shown = Bitmap.createBitmap(px.argb, px.width, px.height, Bitmap.Config.ARGB_8888)
-            runOnUiThread { showPhoto(shown) }
-            checkAcquisition(px, Framing.guide(px.width, px.height))
-        }
-    }
-
-    /** Runs on the worker: acquisition checks on [region] of [px], then classify or ask to retake. */
-    private fun checkAcquisition(px: Pixels, region: Region) {
-        val report = Acquisition.check(Framing.crop(px.argb, px.width, region), region.size, region.size)
-        if (report.ok) {
-            classify(px)
-        } else {
-            pending = px
-            runOnUiThread {
-                status.text = getString(R.string.acquisition_issues, report.issues.joinToString(" ") { it.message }) +
-                    "\n" + figures(report)
-                results.text = ""
-                useAnywayButton.visibility = View.VISIBLE
-            }
-        }
-    }
-
-    private fun figures(r: AcquisitionReport): String =
-        String.format(Locale.ROOT, "(sharpness %.0f, brightness %.0f/255, glare %.1f %%)", r.sharpness, r.meanLuma, r.brightFraction * 100)
-
-    private fun classify(px: Pixels) {
-        pending = null
-        runOnUiThread {
-            useAnywayButton.visibility = View.GONE
-            status.setText(R.string.classifying)
-        }
-        worker.execute {
-            val clf = classifier
-            if (clf == null) {
-                runOnUiThread { status.text = modelError ?: getString(R.string.no_model) }
-                return@execute
-            }
-            val started = System.nanoTime()
-            val result = try {
-                clf.classify(px.argb, px.width, px.height)
-            } catch (e: Exception) {
-                runOnUiThread { status.text = "Classification failed: ${e.message}" }
-                return@execute
-            }
-            val ms = (System.nanoTime() - started) / 1e6
-            runOnUiThread {
-                status.text = String.format(Locale.ROOT, "Classified on the phone in %.0f ms.", ms)
-                results.text = render(result)
-            }
-        }
-    }
-
-    private fun render(c: Classification): String {
-        val sb = StringBuilder()
-        sb.append("Most similar classes:\n")
-        for ((i, p) in c.top.withIndex()) sb.append("${i + 1}. ${p.format()} - ${p.triage.title}\n")
-        sb.append("\nTriage group: ${c.triage.title}. ${c.triage.advice}\n")
-        sb.append(c.groups.joinToString(", ", "(") { String.format(Locale.ROOT, "%s %.0f %%", it.first.id, it.second * 100) })
-        sb.append(")\n")
-        val r = c.referral
-        if (r != null) {
-            // The operating point chosen on the validation split (model.json output_calibration.threshold).
-            sb.append(String.format(Locale.ROOT, "\n%s: P(%s) %.0f %% %s threshold %.0f %%\n",
-                if (r.refer) "Refer" else "Routine", r.classes.joinToString(" + "), r.score * 100,
-                if (r.refer) ">=" else "<", r.threshold * 100))
-        }
-        sb.append("\n").append(getString(R.string.not_a_diagnosis))
-        return sb.toString()
-    }
-
-    private fun showPhoto(bitmap: Bitmap) {
-        showingPhoto = true
-        photo.setImageBitmap(bitmap)
-        photo.visibility = View.VISIBLE
-        preview.visibility = View.INVISIBLE
-        guide.visibility = View.GONE
-        captureButton.setText(R.string.retake)
-    }
-
-    private fun backToCamera() {
-        showingPhoto = false
-        pending = null
-        photo.visibility = View.GONE
-        photo.setImageDrawable(null)
-        preview.visibility = View.VISIBLE
-        guide.visibility = View.VISIBLE
-        useAnywayButton.visibility = View.GONE
-        captureButton.setText(R.string.capture)
-        status.setText(R.string.hint_frame)
-        if (classifier != null) showModelInfo()
     }
 
     companion object {

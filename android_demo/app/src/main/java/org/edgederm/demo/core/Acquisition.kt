@@ -23,6 +23,22 @@ object Framing {
         return Region((imageW - side) / 2, (imageH - side) / 2, side)
     }
 
+    /**
+     * The guide square of [guideInImage] for a camera frame of [frameW] x [frameH] that must be rotated
+     * by [rotationDegrees] (CameraX's rotationDegrees) to be upright, in the frame's own pixels: crop
+     * and rotate in one step. A centred square stays centred under rotation; only its side depends on
+     * which way up the frame is. A view not laid out yet (0 x 0) gives the plain [guide] square.
+     */
+    fun guideInFrame(frameW: Int, frameH: Int, rotationDegrees: Int, viewW: Int, viewH: Int,
+                     fraction: Double = GUIDE_FRACTION): Region {
+        val quarterTurn = ((rotationDegrees % 360 + 360) % 360) / 90 % 2 == 1
+        val uprightW = if (quarterTurn) frameH else frameW
+        val uprightH = if (quarterTurn) frameW else frameH
+        val side = if (viewW <= 0 || viewH <= 0) guide(uprightW, uprightH, fraction).size
+        else guideInImage(uprightW, uprightH, viewW, viewH, fraction).size
+        return Region((frameW - side) / 2, (frameH - side) / 2, side)
+    }
+
     /** Copy [r] out of [src] ([w] wide). */
     fun crop(src: IntArray, w: Int, r: Region): IntArray {
         val out = IntArray(r.size * r.size)
