@@ -14,6 +14,8 @@ SPLITS = ("train", "val", "test")
 GLOBAL_METRICS = ("accuracy", "macro_f1", "weighted_f1")  # those compare_metrics gives deltas for
 CLASS_METRICS = ("sensitivity", "precision", "f1")
 CPU_MASK = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
+BENCHMARK_TOOLS = ("auto", "tflite", "litert")  # android: which LiteRT benchmark binary (auto = told on the phone)
+THERMAL_LEVELS = ("none", "light", "moderate", "severe", "critical", "emergency")  # PowerManager THERMAL_STATUS_*
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,26 @@ class BenchmarkConfig:
         reference: the model deltas are taken against; default the fp32 model of the set.
         gates: largest allowed drops against the reference.
         serials: adb serials (android); empty = the only connected device.
-        benchmark_binary: LiteRT ``benchmark_model`` built for the phone (android).
-        use_gpu: run with the GPU delegate (android).
-        use_nnapi: run with the NNAPI delegate (android).
-        cpu_mask: ``taskset`` hex mask, e.g. ``f0`` for the big cores (android).
-        timeout: seconds allowed for one benchmark_model run (android).
+        benchmark_binary: LiteRT's ``benchmark_model`` (TFLite) or ``benchmark_litert_model`` (CompiledModel)
+            built for the phone (android).
+        benchmark_tool: which of the two the binary is: ``auto`` (told from ``--help`` on the phone, then
+            from strings in the binary), ``tflite`` or ``litert`` (android).
+        benchmark_libs: shared libraries pushed next to the binary, e.g. LiteRT's GPU accelerator
+            ``libLiteRtClGlAccelerator.so`` (android).
+        use_gpu: run with the GPU delegate / accelerator (android).
+        use_nnapi: run with the NNAPI delegate; the classic tool only (android).
+        require_full_delegation: None = automatic (the CompiledModel tool is asked to refuse a CPU fallback
+            and, if it does, rerun with one so the row says "partially delegated"; the classic tool's
+            delegation lines are read); True = always ask the tool to refuse (such rows get no timings);
+            False = never ask (android).
+        cpu_mask: ``taskset`` hex mask, e.g. ``f0``; None = the big cores, from the phone's
+            ``cpu_capacity`` (or ``cpuinfo_max_freq``); ``none`` = no mask (android).
+        cool_down: seconds to pause before each row (android).
+        max_thermal: before each row, wait until the phone's thermal status is at most this (``none``,
+            ``light``, ``moderate``, ...); None = do not wait (android).
+        cool_down_timeout: longest wait for ``max_thermal`` per row; a row still hotter runs with status
+            ``throttled`` (android).
+        timeout: seconds allowed for one benchmark run (android).
         adb: the adb executable.
         eval_threads: interpreter threads for host-side accuracy (None: the largest of ``threads``).
         domains: more dataset folders scored like ``data`` (same split), shown side by side with it: another
@@ -96,9 +113,15 @@ class BenchmarkConfig:
     gates: list[Gate] = field(default_factory=list)
     serials: list[str] = field(default_factory=list)
     benchmark_binary: Path | None = None
+    benchmark_tool: str = "auto"
+    benchmark_libs: list[Path] = field(default_factory=list)
     use_gpu: bool = False
     use_nnapi: bool = False
+    require_full_delegation: bool | None = None
     cpu_mask: str | None = None
+    cool_down: float = 0.0
+    max_thermal: str | None = None
+    cool_down_timeout: float = 300.0
     timeout: float = 600.0
     adb: str = "adb"
     eval_threads: int | None = None
@@ -109,7 +132,7 @@ class BenchmarkConfig:
         their folders, the dataset folder and its images, the reference, the benchmark binary."""
         from edge_derm.data.manifest import Manifest
 
-        inputs = [*self.models, self.reference, self.benchmark_binary]
+        inputs = [*self.models, self.reference, self.benchmark_binary, *self.benchmark_libs]
         for data in [self.data, *self.domains] if self.data is not None else []:
             try:
                 inputs += Manifest.load(data).inputs()
@@ -127,6 +150,7 @@ class BenchmarkConfig:
             raise ConfigError("domains need a first dataset (data) to compare with")
         self.reference = Path(self.reference) if self.reference is not None else None
         self.benchmark_binary = Path(self.benchmark_binary) if self.benchmark_binary is not None else None
+        self.benchmark_libs = [Path(p) for p in self.benchmark_libs]
         self.gates = [Gate.parse(g) if isinstance(g, str) else g for g in self.gates]
         self.threads = [int(t) for t in self.threads]
         if self.split not in SPLITS:
@@ -155,13 +179,27 @@ class BenchmarkConfig:
                                   "for android_arm64)")
             if self.use_gpu and self.use_nnapi:
                 raise ConfigError("choose one of --use-gpu and --use-nnapi")
-            if self.cpu_mask is not None and not CPU_MASK.match(self.cpu_mask):
-                raise ConfigError(f"--cpu-mask {self.cpu_mask!r} is not a hex CPU mask; use e.g. f0 for CPUs 4-7")
+            if self.cpu_mask is not None and self.cpu_mask.lower() != "none" and not CPU_MASK.match(self.cpu_mask):
+                raise ConfigError(f"--cpu-mask {self.cpu_mask!r} is not a hex CPU mask; use e.g. f0 for CPUs 4-7, "
+                                  "or none for no mask")
+            if self.benchmark_tool not in BENCHMARK_TOOLS:
+                raise ConfigError(f"--benchmark-tool {self.benchmark_tool!r} is unknown; use one of "
+                                  f"{', '.join(BENCHMARK_TOOLS)}")
+            if self.max_thermal is not None and self.max_thermal not in THERMAL_LEVELS:
+                raise ConfigError(f"--max-thermal {self.max_thermal!r} is unknown; use one of {', '.join(THERMAL_LEVELS)}")
+            for name, value in (("--cool-down", self.cool_down), ("--cool-down-timeout", self.cool_down_timeout)):
+                if not (value >= 0 and value < 86400):  # also rejects nan and inf
+                    raise ConfigError(f"{name} {value} must be 0 or more seconds, below a day")
         else:
             android_only = [name for name, on in (("--serial", bool(self.serials)),
                                                   ("--benchmark-binary", self.benchmark_binary is not None),
+                                                  ("--benchmark-tool", self.benchmark_tool != "auto"),
+                                                  ("--benchmark-lib", bool(self.benchmark_libs)),
                                                   ("--use-gpu", self.use_gpu), ("--use-nnapi", self.use_nnapi),
-                                                  ("--cpu-mask", self.cpu_mask is not None)) if on]
+                                                  ("--require-full-delegation", self.require_full_delegation is not None),
+                                                  ("--cpu-mask", self.cpu_mask is not None),
+                                                  ("--cool-down", self.cool_down != 0),
+                                                  ("--max-thermal", self.max_thermal is not None)) if on]
             if android_only:
                 raise ConfigError(f"{', '.join(android_only)} only apply to --device android")
 
@@ -169,5 +207,6 @@ class BenchmarkConfig:
         """JSON-ready form (saved into results.json)."""
         d = asdict(self)
         d["gates"] = {g.key: g.max_drop for g in self.gates}
-        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k in ("models", "domains") else v)
+        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k in ("models", "domains", "benchmark_libs")
+                    else v)
                 for k, v in d.items()}

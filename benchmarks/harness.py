@@ -17,7 +17,7 @@ import numpy as np
 from edge_derm import progress
 from edge_derm.benchmarks.config import BenchmarkConfig, Gate
 from edge_derm.benchmarks.latency import PeakMemory, cpu_latency, open_model
-from edge_derm.errors import ConfigError, DataError, DeviceError, ModelError
+from edge_derm.errors import ConfigError, DataError, ModelError
 
 _log = logging.getLogger(__name__)
 
@@ -466,44 +466,6 @@ def _cpu_row(e: ModelEntry, threads: int, config: BenchmarkConfig, acc: dict[str
 
 def _android_rows(entries: list[ModelEntry], config: BenchmarkConfig,
                   accuracy_cols: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from edge_derm.benchmarks.android import Adb, AndroidBenchmark, AndroidOptions, BenchmarkRunFailed
+    from edge_derm.benchmarks.android import android_rows
 
-    adb = Adb(config.adb, timeout=min(60.0, config.timeout))  # quick calls (devices, getprop) honour --timeout too
-    serials = adb.select(config.serials)
-    options = AndroidOptions(binary=config.benchmark_binary, use_gpu=config.use_gpu, use_nnapi=config.use_nnapi,
-                             cpu_mask=config.cpu_mask, timeout=config.timeout)
-    delegate = "gpu" if config.use_gpu else "nnapi" if config.use_nnapi else "xnnpack"
-    rows, devices = [], []
-    for serial in serials:  # one after another: phones share the host's USB bus and our attention
-        bench = AndroidBenchmark(adb, serial, options)
-        info = dict(bench.prepare())
-        info["thermal_before"] = adb.thermal_status(serial)
-        device_rows = []
-        try:
-            for e in progress.track(entries, f"timing on {info.get('model') or serial}"):
-                for threads in config.threads:
-                    row = _base_row(e, f"android:{serial}", threads, accuracy_cols[id(e)])
-                    row.update(delegate=delegate, cpu_mask=config.cpu_mask, device_model=info.get("model"),
-                               soc=info.get("soc"), android=info.get("android"))
-                    if e.status == OK:
-                        try:
-                            t = bench.run(e.path, threads, config.warmup, config.runs)
-                        except BenchmarkRunFailed as exc:
-                            row["status"], row["reason"] = FAILED_RUN, str(exc)
-                        else:
-                            ms = t.median_ms if t.median_ms is not None else t.avg_ms
-                            row.update(latency_median_ms=t.median_ms, latency_p90_ms=None, latency_min_ms=t.min_ms,
-                                       latency_mean_ms=t.avg_ms, images_per_s=1000.0 / ms if ms else None,
-                                       peak_memory_mb=t.peak_memory_mb, runs=t.runs, device_timings=t.as_dict())
-                    device_rows.append(row)
-        finally:
-            try:
-                bench.cleanup()
-            except DeviceError as exc:  # never mask the first fault with a cleanup one
-                _log.warning("cleanup on %s failed: %s", serial, exc)
-        info["thermal_after"] = adb.thermal_status(serial)
-        for row in device_rows:
-            row["thermal_before"], row["thermal_after"] = info["thermal_before"], info["thermal_after"]
-        rows += device_rows
-        devices.append({"device": f"android:{serial}", **info})
-    return rows, devices
+    return android_rows(entries, config, lambda e, device, threads: _base_row(e, device, threads, accuracy_cols[id(e)]))

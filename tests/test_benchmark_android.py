@@ -44,6 +44,12 @@ FAKE_ADB = textwrap.dedent('''
     def local(remote):
         return root / remote.lstrip("/")
 
+    def bump(name):
+        counter = root / name
+        n = int(counter.read_text()) if counter.exists() else 0
+        counter.write_text(str(n + 1))
+        return n
+
     if argv[:1] == ["devices"]:
         if fault == "devices_hang":
             time.sleep(30)
@@ -62,7 +68,7 @@ FAKE_ADB = textwrap.dedent('''
         die(f"adb: device {states[serial]}")
     if fault == "offline":  # listed as ready, then drops off the bus
         die("adb: device offline")
-    if fault == "gone":
+    if fault == "gone" or (root / "unplugged").exists():
         die(f"error: device '{serial}' not found")
     cmd = argv[0]
     if cmd == "push":
@@ -81,21 +87,41 @@ FAKE_ADB = textwrap.dedent('''
         props = {"ro.product.model": "Pixel Fake", "ro.product.manufacturer": "Google",
                  "ro.soc.manufacturer": "Google", "ro.soc.model": "Tensor G3",
                  "ro.build.version.release": "14", "ro.build.version.sdk": "34",
-                 "ro.product.cpu.abi": abi, "ro.product.cpu.abilist": abi}
+                 "ro.product.cpu.abi": abi.split(",")[0], "ro.product.cpu.abilist": abi}
         for k, v in props.items():
             print(f"[{k}]: [{v}]")
         sys.exit(0)
     if words[:2] == ["dumpsys", "thermalservice"]:
-        counter = root / "thermal_calls"
-        n = int(counter.read_text()) if counter.exists() else 0
-        counter.write_text(str(n + 1))
+        levels = env.get("FAKE_ADB_THERMAL", "0,2").split(",")
+        n = bump("thermal_calls")
         print("IsStatusOverride: false")
-        print(f"Thermal Status: {2 if n else 0}")
+        if levels != [""]:
+            print(f"Thermal Status: {levels[min(n, len(levels) - 1)]}")
         sys.exit(0)
-    if words[0] in ("mkdir", "chmod", "rm"):
+    cpu_values = {"cpu_capacity": env.get("FAKE_ADB_CAPACITY", ""),
+                  "cpufreq/cpuinfo_max_freq": env.get("FAKE_ADB_MAXFREQ", "")}
+    if words == ["cat", "/sys/devices/system/cpu/possible"]:
+        n = max(len([v for v in vals.split(",") if v]) for vals in cpu_values.values()) or 8
+        print(f"0-{n - 1}")
+        sys.exit(0)
+    if words[:3] == ["grep", "-H", "."]:
+        found = False
+        for path in words[3:]:
+            cpu_dir, _, name = path.partition("/cpu/cpu")[2].partition("/")
+            cpu = int(cpu_dir)
+            vals = [v for v in cpu_values[name].split(",") if v]
+            if cpu < len(vals):
+                print(f"{path}:{vals[cpu]}")
+                found = True
+            else:
+                sys.stderr.write(f"grep: {path}: No such file or directory\\n")
+        sys.exit(0 if found else 2)
+    if words[0] in ("mkdir", "chmod", "rm", "pkill"):
         sys.exit(0)
     if words[0] == "test":
         sys.exit(1 if fault == "noexec" else 0)
+    if words[0] == "env":
+        words = [w for w in words[1:] if "=" not in w or w.startswith("-")]
     if words[0] == "taskset":
         words = words[2:]
     if words[0].endswith("/benchmark_model"):
@@ -103,14 +129,40 @@ FAKE_ADB = textwrap.dedent('''
             die(f"/system/bin/sh: {words[0]}: inaccessible or not found", 127)
         if fault == "exec_format":
             die(f"/system/bin/sh: {words[0]}: not executable: 64-bit ELF file", 126)
+        tool = env.get("FAKE_ADB_TOOL", "tflite")
+        if words[1:] == ["--help"]:
+            if tool in ("tflite", "litert"):
+                print(open(env[f"FAKE_ADB_HELP_{tool.upper()}"]).read())
+            else:
+                print("usage: something else")
+            sys.exit(1 if tool == "tflite" else 0)
         if fault == "timeout":
             time.sleep(30)
+        n = bump("benchmark_runs")
+        after = env.get("FAKE_ADB_DISCONNECT_AFTER")
+        if after is not None and n >= int(after):
+            (root / "unplugged").touch()
+            die("error: closed", 255)
+        known = {"graph", "num_threads", "warmup_runs", "num_runs", "warmup_min_secs", "min_secs",
+                 "require_full_delegation", "use_gpu"}
+        known |= {"use_xnnpack", "use_nnapi"} if tool == "tflite" else {"use_cpu", "use_npu"}
+        unknown = [w for w in words[1:] if w.lstrip("-").split("=")[0] not in known]
+        if unknown:
+            print("WARN: Unconsumed cmdline flags: " + " ".join(unknown))
         graph = next(w.split("=", 1)[1] for w in words if w.startswith("--graph="))
         if not local(graph).exists() or fault == "bench_fail":
             print(open(env["FAKE_ADB_FAILED"]).read())
             sys.exit(1)
-        print(open(env["FAKE_ADB_OUTPUT"]).read())
-        sys.exit(0)
+        output = env["FAKE_ADB_OUTPUT"]
+        for pair in env.get("FAKE_ADB_OUTPUT_FOR", "").split(";"):
+            key, _, path = pair.partition("=")
+            if key and key in graph:
+                output = path
+        if "--require_full_delegation=true" in words and env.get("FAKE_ADB_STRICT_OUTPUT"):
+            output = env["FAKE_ADB_STRICT_OUTPUT"]
+        text = open(output).read()
+        print(text)
+        sys.exit(1 if "Benchmarking failed." in text else 0)
     die(f"/system/bin/sh: {words[0]}: inaccessible or not found", 127)
 ''')
 
@@ -137,10 +189,13 @@ def fake_adb(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
     monkeypatch.setenv("FAKE_ADB_LOG", str(log))
-    monkeypatch.setenv("FAKE_ADB_OUTPUT", str(FIXTURES.joinpath("benchmark_v1.txt")))
+    monkeypatch.setenv("FAKE_ADB_OUTPUT", str(FIXTURES.joinpath("benchmark_tflite.txt")))
     monkeypatch.setenv("FAKE_ADB_FAILED", str(FIXTURES.joinpath("benchmark_failed.txt")))
-    monkeypatch.delenv("FAKE_ADB_FAULT", raising=False)
-    monkeypatch.delenv("FAKE_ADB_DEVICES", raising=False)
+    monkeypatch.setenv("FAKE_ADB_HELP_TFLITE", str(FIXTURES.joinpath("help_tflite.txt")))
+    monkeypatch.setenv("FAKE_ADB_HELP_LITERT", str(FIXTURES.joinpath("help_litert.txt")))
+    for name in ("FAULT", "DEVICES", "TOOL", "THERMAL", "CAPACITY", "MAXFREQ", "ABI", "OUTPUT_FOR", "STRICT_OUTPUT",
+                 "DISCONNECT_AFTER"):
+        monkeypatch.delenv(f"FAKE_ADB_{name}", raising=False)
 
     class Fake:
         binary = elf_binary(tmp_path / "benchmark model")
@@ -151,6 +206,10 @@ def fake_adb(tmp_path, monkeypatch):
 
         def shell_words(self) -> list[list[str]]:
             return [shlex.split(" ".join(c[c.index("shell") + 1:])) for c in self.calls() if "shell" in c]
+
+        def runs(self) -> list[list[str]]:
+            """The benchmark runs (not the --help probe), each as the phone's argument list."""
+            return [w for w in self.shell_words() if any(x.startswith("--graph=") for x in w)]
 
         def set(self, **env):
             for k, v in env.items():
@@ -178,14 +237,18 @@ def test_android_end_to_end(bm_models, fake_adb, evalset):
     for r in res.rows:
         assert r["status"] == "ok", r["reason"]
         assert r["device"] == "android:FAKE123"
-        assert r["latency_median_ms"] == pytest.approx(63.001)  # from the v1 fixture
+        assert r["latency_median_ms"] == pytest.approx(63.001)  # from the tflite fixture
         assert r["latency_mean_ms"] == pytest.approx(63.7432)
         assert r["peak_memory_mb"] == pytest.approx(61.2539)
         assert r["accuracy_source"] == "host" and r["metrics"]["accuracy"] == 1.0
         assert (r["device_model"], r["soc"], r["android"]) == ("Pixel Fake", "Google Tensor G3", "14")
-        assert (r["thermal_before"], r["thermal_after"]) == ("none", "moderate")
+        assert r["benchmark_tool"] == "tflite" and r["cpu_mask_source"] == "user"
+        assert r["thermal_after"] == "moderate"
+    # read before every row, not once per device: the fake phone says none, then moderate
+    assert [r["thermal_before"] for r in res.rows] == ["none", "moderate", "moderate", "moderate"]
     dev = res.devices[0]
     assert dev["abi"] == "arm64-v8a" and dev["sdk"] == "34"
+    assert dev["benchmark_tool"] == "tflite" and dev["tool_detected_by"] == "--help"
     # the binary and both models were pushed, byte for byte
     pushed = sorted(p.name for p in (fake_adb.device_root / "data/local/tmp/edge_derm").iterdir())
     assert pushed == ["benchmark_model", "m0_model.fp32.tflite", "m1_model.int8.tflite"]
@@ -200,16 +263,16 @@ def test_android_end_to_end(bm_models, fake_adb, evalset):
     assert all(c[:2] == ["-s", "FAKE123"] for c in fake_adb.calls() if c[0] != "devices")
 
 
-def test_android_v2_output_and_gpu_delegate(bm_models, fake_adb):
-    fake_adb.set(output=str(FIXTURES.joinpath("benchmark_v2.txt")))
-    res = run_benchmark(android_config(bm_models, fake_adb, use_gpu=True, threads=[2]))
+def test_android_old_tool_output(bm_models, fake_adb):
+    """An old build (no prefixes, no percentiles): the row falls back to the mean."""
+    fake_adb.set(output=str(FIXTURES.joinpath("benchmark_tflite_old.txt")))
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[2], cpu_mask="none"))
     r = res.rows[0]
     assert r["status"] == "ok"
-    assert r["latency_median_ms"] is None and r["latency_mean_ms"] == pytest.approx(63.74)
-    assert r["images_per_s"] == pytest.approx(1000 / 63.74)
-    assert r["delegate"] == "gpu"
-    words = [w for w in fake_adb.shell_words() if w[0].endswith("benchmark_model")][0]
-    assert "--use_gpu=true" in words and "--use_xnnpack=false" in words
+    assert r["latency_median_ms"] is None and r["latency_mean_ms"] == pytest.approx(2950.34)
+    assert r["images_per_s"] == pytest.approx(1000 / 2950.34)
+    assert r["cpu_mask"] is None and r["cpu_mask_source"] == "none"
+    assert not any(w[0] == "taskset" for w in fake_adb.shell_words())
 
 
 def test_several_serials_run_one_after_another(bm_models, fake_adb):
@@ -234,7 +297,7 @@ def test_user_text_never_reaches_the_remote_shell_unquoted(bm_models, fake_adb, 
     shutil.copyfile(bm_models["fp32"], weird)
     res = run_benchmark(android_config(bm_models, fake_adb, models=[weird], threads=[1]))
     assert res.rows[0]["status"] == "ok"
-    remote = [w for w in fake_adb.shell_words() if w[0].endswith("benchmark_model")][0]
+    remote = fake_adb.runs()[0]
     graph = next(w for w in remote if w.startswith("--graph="))
     assert graph == "--graph=/data/local/tmp/edge_derm/m0_x__touch_pwned___id_.tflite"
     assert not (fake_adb.device_root / "pwned").exists()
@@ -256,7 +319,7 @@ def test_device_selection_faults(bm_models, fake_adb, devices, serials, match):
 @pytest.mark.parametrize("fault, match", [
     ("push", "adb push .* failed: adb: error: failed to copy"),
     ("noexec", "not executable on FAKE123"),
-    ("exec_format", "benchmark_model cannot run on FAKE123: .*not executable: 64-bit ELF file"),
+    ("exec_format", "benchmark model cannot run on FAKE123: .*not executable: 64-bit ELF file"),
     ("offline", "device FAKE123 is offline"),
     ("gone", "device FAKE123 is no longer connected"),
 ])

@@ -16,6 +16,21 @@ class Device(str, Enum):
     android = "android"
 
 
+class BenchmarkTool(str, Enum):
+    auto = "auto"
+    tflite = "tflite"
+    litert = "litert"
+
+
+class Thermal(str, Enum):
+    none = "none"
+    light = "light"
+    moderate = "moderate"
+    severe = "severe"
+    critical = "critical"
+    emergency = "emergency"
+
+
 def _threads(value: str) -> list[int]:
     try:
         threads = [int(t) for t in value.split(",") if t.strip()]
@@ -40,11 +55,17 @@ def benchmark(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for results.csv, results.json and plots."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     serial: List[str] = typer.Option([], "--serial", help="adb serial, repeatable (android; default the only device)."),
-    benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary", help="LiteRT benchmark_model built for the phone (android)."),
-    use_gpu: bool = typer.Option(False, "--use-gpu", help="GPU delegate (android)."),
-    use_nnapi: bool = typer.Option(False, "--use-nnapi", help="NNAPI delegate (android)."),
-    cpu_mask: Optional[str] = typer.Option(None, "--cpu-mask", help="taskset hex mask, e.g. f0 for the big cores (android)."),
-    timeout: float = typer.Option(600.0, "--timeout", help="Seconds allowed per benchmark_model run (android)."),
+    benchmark_binary: Optional[Path] = typer.Option(None, "--benchmark-binary", help="LiteRT's benchmark_model (TFLite) or benchmark_litert_model (CompiledModel) built for the phone (android)."),
+    benchmark_tool: BenchmarkTool = typer.Option(BenchmarkTool.auto, "--benchmark-tool", help="Which tool the binary is: auto (told from its --help on the phone, then its strings), tflite (benchmark_model) or litert (benchmark_litert_model) (android)."),
+    benchmark_lib: List[Path] = typer.Option([], "--benchmark-lib", help="Shared library pushed next to the binary, repeatable, e.g. LiteRT's libLiteRtClGlAccelerator.so for --use-gpu with benchmark_litert_model (android)."),
+    use_gpu: bool = typer.Option(False, "--use-gpu", help="GPU delegate / accelerator (android)."),
+    use_nnapi: bool = typer.Option(False, "--use-nnapi", help="NNAPI delegate; TFLite benchmark_model only (android)."),
+    require_full_delegation: Optional[bool] = typer.Option(None, "--require-full-delegation/--allow-partial-delegation", help="Have the tool refuse a GPU/NNAPI run that falls back to the CPU (such rows get no timings), or never ask. Default: automatic; a partly delegated row is marked 'partially delegated' either way (android)."),
+    cpu_mask: Optional[str] = typer.Option(None, "--cpu-mask", help="taskset hex mask, e.g. f0; default: the big cores, from the phone's cpu_capacity or cpuinfo_max_freq; none: no mask (android)."),
+    cool_down: float = typer.Option(0.0, "--cool-down", min=0, help="Seconds to pause before each row (android)."),
+    max_thermal: Optional[Thermal] = typer.Option(None, "--max-thermal", help="Before each row, wait until the phone's thermal status is at most this (android)."),
+    cool_down_timeout: float = typer.Option(300.0, "--cool-down-timeout", min=0, help="Longest wait for --max-thermal per row; a row still hotter is marked 'throttled' (android)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds allowed per benchmark run, and for each adb call (android)."),
 ) -> None:
     """Latency, size and per-class accuracy of every variant; one row per (model, device, threads)."""
     from edge_derm.benchmarks import BenchmarkConfig, run_benchmark, write_results
@@ -54,7 +75,11 @@ def benchmark(
     config = BenchmarkConfig(models=models, data=data[0] if data else None, domains=data[1:], split=split.value, device=device.value,
                              threads=_threads(threads), warmup=warmup, runs=runs, reference=reference,
                              gates=list(max_drop), serials=list(serial), benchmark_binary=benchmark_binary,
-                             use_gpu=use_gpu, use_nnapi=use_nnapi, cpu_mask=cpu_mask, timeout=timeout)
+                             use_gpu=use_gpu, use_nnapi=use_nnapi, cpu_mask=cpu_mask, timeout=timeout,
+                             benchmark_tool=benchmark_tool.value, benchmark_libs=list(benchmark_lib),
+                             require_full_delegation=require_full_delegation, cool_down=cool_down,
+                             max_thermal=max_thermal.value if max_thermal is not None else None,
+                             cool_down_timeout=cool_down_timeout)
     if out is not None:
         check_output_dir(out, force, config.inputs())  # fail before minutes of measuring, not after
     result = run_benchmark(config)
