@@ -389,18 +389,23 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
                                "results": "model.json beside this file (measured on the file as written; "
                                           "with its SHA-256)"}
 
-                    def make_meta(io_pair, mode=mode, made=made, planned=planned):
-                        return build_metadata(run_config=run_cfg, run_dir=str(run), quantization=mode, io=io_pair,
-                                              verification=planned, config_hash=config_hash, versions=versions,
-                                              extra=made.extra)
+                    full: dict[str, Any] = {}
 
-                    final, meta = embed_built_metadata(made.data, make_meta)
+                    def make_meta(io_pair, mode=mode, made=made, planned=planned, full=full):
+                        full.update(build_metadata(run_config=run_cfg, run_dir=str(run), quantization=mode,
+                                                   io=io_pair, verification=planned, config_hash=config_hash,
+                                                   versions=versions, extra=made.extra))
+                        # the file travels (apps, phones): it names the run and datasets, it does not locate
+                        # them; model.json beside it keeps the full paths for this machine
+                        return provenance.without_host_paths(full)
+
+                    final, embedded = embed_built_metadata(made.data, make_meta)
                     atomic_write_bytes(path, final)
                     del final
                     with task(f"verifying model.{mode}.tflite on {len(fid.images)} images"):
                         result = verify_file(path, preset, made.io, made.reference, fid.images, classes,
                                              labels=fid.labels, watch=ctx.watch, float_layers=made.float_layers,
-                                             min_agreement=min_agreement, expected_metadata=meta)
+                                             min_agreement=min_agreement, expected_metadata=embedded)
                     result.pop("probs")
                 except (ConversionError, DataError, ModelError) as exc:
                     path.unlink(missing_ok=True)
@@ -408,7 +413,7 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
                     summary.append({"mode": mode, "status": "error", "failures": [str(exc)]})
                     warnings.append(f"{mode}: {exc}")
                     continue
-                record = {**meta, "file": path.name, "sha256": result["sha256"], "size_bytes": result["size_bytes"],
+                record = {**full, "file": path.name, "sha256": result["sha256"], "size_bytes": result["size_bytes"],
                           "verification": result}
                 row = {"mode": mode, "top1_agreement": result["top1_agreement"], "n": result["n"],
                        "watch_flips": {k: f"{v['flipped']}/{v['n']}" for k, v in result["watch"].items()},

@@ -18,7 +18,7 @@ from edge_derm.errors import ConversionError
 from edge_derm.runtime import FILE_IDENTIFIER, METADATA_NAME, ModelInfo
 
 from .standard_metadata import METADATA_NAME as STANDARD_NAME
-from .standard_metadata import pack_associated_files, standard_metadata
+from .standard_metadata import pack_associated_files, read_associated_files, standard_metadata
 
 _log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -153,8 +153,11 @@ def embed_built_metadata(model: bytes, meta: dict[str, Any] | Callable[[tuple[di
     if callable(meta):
         meta = meta(io)
     blob = json.dumps(meta, sort_keys=False, ensure_ascii=False).encode("utf-8")
-    standard, files = standard_metadata(meta)
+    # the standard clients' copy, from a full document (a bare one, as in tests, keeps what the file has)
+    standard, files = standard_metadata(meta) if "labels" in meta and "input" in meta else (None, {})
     for key, data in ((name, blob), (STANDARD_NAME, standard)):
+        if data is None:
+            continue
         buffer = schema.BufferT()
         buffer.data = np.frombuffer(data, dtype=np.uint8)
         obj.buffers = list(obj.buffers or []) + [buffer]
@@ -162,9 +165,12 @@ def embed_built_metadata(model: bytes, meta: dict[str, Any] | Callable[[tuple[di
         entry.name = key
         entry.buffer = len(obj.buffers) - 1
         obj.metadata = [m for m in (obj.metadata or []) if _name(m.name) != key] + [entry]
-    builder = flatbuffers.Builder(len(model) + len(blob) + len(standard) + 4096)
+    builder = flatbuffers.Builder(len(model) + len(blob) + len(standard or b"") + 4096)
     builder.Finish(obj.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return pack_associated_files(bytes(builder.Output()), files), meta
+    packed = bytes(builder.Output())
+    if standard is None:
+        files = read_associated_files(model)  # repacking dropped the archive: put the old one back
+    return (pack_associated_files(packed, files) if files else packed), meta
 
 
 def _name(value: Any) -> str:

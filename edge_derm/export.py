@@ -22,13 +22,13 @@ import logging
 import os
 import re
 import shutil
-from pathlib import PurePosixPath, PureWindowsPath
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_derm import provenance
+from edge_derm.provenance import host_paths, without_host_paths as app_metadata  # noqa: F401  (export API)
 from edge_derm.errors import ConfigError, DataError, EdgeDermError, ModelError, OutputExistsError
 from edge_derm.fsutil import read_json, write_json
 
@@ -46,9 +46,6 @@ TEST_ASSETS = Path("app/src/androidTest/assets")
 APP_MARKER = Path("app/src/main/AndroidManifest.xml")
 #: The app module's Gradle namespace (app/build.gradle.kts); another Android project is refused.
 APP_NAMESPACE = "org.edgederm.demo"
-#: Metadata keys whose strings are names and prose, never paths (left as they are).
-_TEXT_KEYS = ("labels", "descriptions", "triage", "name", "taxonomy")
-_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
 #: Variant chosen from a convert folder when --variant is not given: smallest and fastest first.
 VARIANT_PREFERENCE = ("int8", "qat", "dynamic", "fp16", "fp32")
@@ -237,42 +234,6 @@ def check_app(app: Path) -> Path:
         raise NotTheAppError(f"{app} is another Android project ({other[0]}), not the edge-derm Android app "
                              f"({APP_NAMESPACE}); {hint}")
     return app
-
-
-def _strip_path(value: str) -> str:
-    """The last part of an absolute host path (``/home/me/runs/r1`` -> ``r1``); other strings unchanged."""
-    if not _ABSOLUTE.match(value):
-        return value
-    parts = PureWindowsPath(value) if "\\" in value else PurePosixPath(value)
-    return parts.name or "."
-
-
-def app_metadata(meta: dict[str, Any]) -> dict[str, Any]:
-    """The model.json the APK ships: ``meta`` with every absolute host path cut to its last part.
-
-    The run folder (``provenance.run``) and any other path the conversion recorded would otherwise
-    reveal the build machine's user and folder names inside every copy of the app.
-    """
-    def clean(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: (v if k in _TEXT_KEYS else clean(v)) for k, v in node.items()}
-        if isinstance(node, list):
-            return [clean(v) for v in node]
-        return _strip_path(node) if isinstance(node, str) else node
-
-    cleaned = clean(meta)
-    if cleaned != meta:
-        _log.info("host paths in the model's metadata cut to their last part for the app")
-    return cleaned
-
-
-def host_paths(doc: Any) -> list[str]:
-    """Absolute paths anywhere in a JSON document, names and prose aside (what app_metadata removes)."""
-    if isinstance(doc, dict):
-        return [p for k, v in doc.items() if k not in _TEXT_KEYS for p in host_paths(v)]
-    if isinstance(doc, list):
-        return [p for v in doc for p in host_paths(v)]
-    return [doc] if isinstance(doc, str) and _ABSOLUTE.match(doc) else []
 
 
 def _run_dataset(meta: dict[str, Any]) -> Path | None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
+import re
 import sys
 from importlib import metadata
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
+
+_log = logging.getLogger(__name__)
+#: Metadata keys whose strings are names and prose, never paths (left as they are).
+_TEXT_KEYS = ("labels", "descriptions", "triage", "name", "taxonomy")
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
 _PACKAGES = ("edge-derm", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
              "numpy", "pillow", "scikit-learn")
@@ -53,3 +61,39 @@ def hash_file(path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _strip_path(value: str) -> str:
+    """The last part of an absolute host path (``/home/me/runs/r1`` -> ``r1``); other strings unchanged."""
+    if not _ABSOLUTE.match(value):
+        return value
+    parts = PureWindowsPath(value) if "\\" in value else PurePosixPath(value)
+    return parts.name or "."
+
+
+def without_host_paths(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with every absolute host path cut to its last part: what ships inside a model and an app.
+
+    The run folder (``provenance.run``) and any other path the conversion recorded would otherwise
+    reveal the build machine's user and folder names inside every copy of the model and the app.
+    """
+    def clean(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (v if k in _TEXT_KEYS else clean(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        return _strip_path(node) if isinstance(node, str) else node
+
+    cleaned = clean(meta)
+    if cleaned != meta:
+        _log.debug("host paths in the metadata cut to their last part")
+    return cleaned
+
+
+def host_paths(doc: Any) -> list[str]:
+    """Absolute paths anywhere in a JSON document, names and prose aside (what app_metadata removes)."""
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() if k not in _TEXT_KEYS for p in host_paths(v)]
+    if isinstance(doc, list):
+        return [p for v in doc for p in host_paths(v)]
+    return [doc] if isinstance(doc, str) and _ABSOLUTE.match(doc) else []

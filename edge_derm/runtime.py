@@ -33,6 +33,8 @@ from edge_derm.errors import DataError, ModelError
 _log = logging.getLogger(__name__)
 
 METADATA_NAME = "edge_derm_metadata"
+# TFLite's standard metadata (converters/standard_metadata.py); its labels are zipped onto the file's end
+STANDARD_METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"TFL3"
 
 # TFLite TensorType enum (schema.fbs) -> numpy dtype name.
@@ -297,10 +299,25 @@ def _read_model(model: str | Path | bytes) -> tuple[bytes, str]:
 
 def _inspect_bytes(buf: bytes, label: str) -> ModelInfo:
     try:
-        return _parse(buf)
+        info = _parse(buf)
     except (_Corrupt, struct.error, IndexError, OverflowError, ValueError) as exc:
         raise ModelError(f"{label} is not a valid .tflite model ({exc}); it may be truncated or corrupt, "
                          "convert it again") from None
+    if METADATA_NAME in info.metadata and STANDARD_METADATA_NAME in info.metadata:
+        # edge-derm zips the standard metadata's label files onto the end: a cut there leaves the
+        # flatbuffer sound, so the archive is what tells that the file is incomplete
+        import io
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(buf)) as zf:
+                bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            bad = str(exc)
+        if bad is not None:
+            raise ModelError(f"{label}: the labels archive at the end of the file is damaged ({bad}); it may be "
+                             "truncated, convert it again")
+    return info
 
 
 def inspect_tflite(model: str | Path | bytes) -> ModelInfo:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from edge_derm import cli
 from edge_derm.converters.presets import MODES, PRESETS, get_preset, resolve_io
 from edge_derm.errors import ConfigError, ModelError
+from edge_derm.provenance import host_paths, without_host_paths
 from edge_derm.runtime import TFLiteModel, inspect_tflite, read_metadata
 
 
@@ -66,7 +68,10 @@ def test_model_json_and_labels(cv_converted, cv_run):
     assert stored.pop("size_bytes") == (cv_converted / "model.int8.tflite").stat().st_size
     assert len(stored.pop("sha256")) == 64
     assert stored.pop("verification")["passed"] and "results" in embedded.pop("verification")
-    assert embedded == stored
+    # the file ships (apps, phones): it names the run and calibration dataset, model.json locates them
+    assert embedded == without_host_paths(stored) and host_paths(embedded) == []
+    assert stored["provenance"]["run"] == str(cv_run.resolve()) and embedded["provenance"]["run"] == cv_run.name
+    assert Path(stored["calibration"]["dataset"]).is_absolute()
     prov = embedded["provenance"]
     assert prov["dataset_hashes"] and prov["config_hash"] and prov["versions"]["tensorflow"] != "not installed"
     assert not list(cv_converted.parent.glob(".*tmp*"))

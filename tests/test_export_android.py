@@ -50,9 +50,11 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     embedded = read_metadata(model)
     assert {k: v for k, v in meta.items() if k not in ("file", "sha256", "size_bytes", "verification")} == \
         {k: v for k, v in export.app_metadata(embedded).items() if k != "verification"}
-    # The calibration block recorded the dataset's folder: cut to its name as well.
-    assert Path(embedded["calibration"]["dataset"]).is_absolute()
-    assert meta["calibration"]["dataset"] == Path(embedded["calibration"]["dataset"]).name
+    # The calibration block recorded the dataset's folder: cut to its name as well, in the app's model.json
+    # and in the metadata embedded in the .tflite itself (it ships in the APK); model.json keeps the path.
+    assert Path(record["calibration"]["dataset"]).is_absolute()
+    assert meta["calibration"]["dataset"] == Path(record["calibration"]["dataset"]).name
+    assert export.host_paths(embedded) == [] and embedded["provenance"]["run"] == "tiny run"
     assert meta["verification"]["passed"] and TFLiteModel(model).sha256 == meta["sha256"]
     assert (_assets(android_app) / "labels.txt").read_text().splitlines() == meta["labels"]
 
