@@ -179,7 +179,7 @@ CASES = [
     (["data", "build", "folder", "{good}/images", "--taxonomy", "{tax no triage.toml}", "--out", "{tmp}/o"],
      ["tax no triage.toml", "good"], "triage"),
     (["predict", "{flipped}/model.fp32.tflite", "{image}"], ["flipped"], "SHA-256"),
-    (["benchmark", "{flipped}/model.fp32.tflite"], ["flipped"], "1 of 1 model(s) did not run: model.fp32.tflite"),
+    (["benchmark", "{flipped}/model.fp32.tflite"], ["flipped"], "1 of 1 model(s) did not run as asked: model.fp32.tflite ("),
     (["export", "android", "{flipped}", "--app", "{app}", "--variant", "fp32"], ["flipped", "app"], "SHA-256"),
     # CSV errors name the line the bad row starts on
     (["data", "inspect", "{ds extra fields}"], ["ds extra fields"], "line 4 has 8 field(s), the header has 6"),
@@ -199,7 +199,7 @@ CASES = [
      "not a readable image"),
     (["predict", "{converted}/model.fp32.tflite", "{tmp}/nosuch.png"], ["converted"], "image not found"),
     (["benchmark", "{garbage model}", "{converted}/model.int8.tflite"], ["garbage model", "converted"],
-     "1 of 2 model(s) did not run: model.tflite"),
+     "1 of 2 model(s) did not run as asked: model.tflite ("),
     (["benchmark", "{converted}", "--data", "{tmp}/nosuch"], ["converted"], "nosuch"),
     (["benchmark", "{converted}", "--threads", "0"], ["converted"], "--threads"),
     (["benchmark", "{converted}", "--max-drop", "macro_f1"], ["converted"], "--max-drop"),

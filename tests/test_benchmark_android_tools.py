@@ -3,6 +3,7 @@ thermal cool-down, the big-core mask, 32-bit binaries and a phone lost mid-run."
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -118,6 +119,18 @@ def test_tflite_partial_and_missing_gpu_delegation_are_row_statuses(bm_models, f
     assert fp32["latency_median_ms"] == pytest.approx(20.402)  # the timings are kept, the status says what they are
     assert fp32["delegation"] == {"delegate": "TfLiteGpuDelegateV2", "nodes": 61, "total": 66, "partitions": 3}
     assert int8["status"] == NOT_DELEGATED and "the CPU ran the model" in int8["reason"]
+
+
+def test_cli_partial_delegation_fails_the_command_naming_the_status(bm_models, fake_adb, tmp_path, capsys):
+    fake_adb.set(output_for=f"fp32={fx('benchmark_tflite_gpu_partial.txt')}")
+    out = tmp_path / "bench out"
+    rc = main(["-q", "benchmark", str(bm_models["fp32"]), "--device", "android", "--benchmark-binary",
+               str(fake_adb.binary), "--use-gpu", "--cpu-mask", "none", "--threads", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "1 of 1 model(s) did not run as asked: model.fp32.tflite (partially delegated)" in err
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == [PARTIAL]  # the row and its timings are still written
 
 
 def test_tflite_require_full_delegation_refusal(bm_models, fake_adb):

@@ -106,14 +106,18 @@ def benchmark(
     if result.gate_failures:
         for msg in result.gate_failures:
             typer.echo(f"gate failed: {msg}", err=True)
-    failed = list(dict.fromkeys(r["model"] for r in result.rows if r["status"] != OK))
-    if failed:  # a model that did not run is a failure of the command, not just a row (like convert)
-        shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    # a model that did not run, or ran other than asked (part of it off the delegate, on a hot phone), is a
+    # failure of the command, not just a row (like convert); each model is named with its row's status
+    failed = dict.fromkeys(f"{r['model']} ({r['status']})" for r in result.rows if r["status"] != OK)
+    if failed:
+        names = list(failed)
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        n_models = len(dict.fromkeys(r["model"] for r in result.rows))
+        n_bad = len(dict.fromkeys(r["model"] for r in result.rows if r["status"] != OK))
         from edge_derm.errors import ModelError
 
-        raise ModelError(f"{len(failed)} of {len(dict.fromkeys(r['model'] for r in result.rows))} model(s) did not "
-                         f"run: {shown} (reasons under the table; the other rows are "
-                         f"{'written' if out is not None else 'shown'})")
+        raise ModelError(f"{n_bad} of {n_models} model(s) did not run as asked: {shown} (reasons under the table; "
+                         f"the other rows are {'written' if out is not None else 'shown'})")
     if result.gate_failures:
         raise typer.Exit(1)
 
