@@ -153,8 +153,7 @@ def embed_built_metadata(model: bytes, meta: dict[str, Any] | Callable[[tuple[di
     if callable(meta):
         meta = meta(io)
     blob = json.dumps(meta, sort_keys=False, ensure_ascii=False).encode("utf-8")
-    # the standard clients' copy, from a full document (a bare one, as in tests, keeps what the file has)
-    standard, files = standard_metadata(meta) if "labels" in meta and "input" in meta else (None, {})
+    standard, files = _standard_parts(meta)
     for key, data in ((name, blob), (STANDARD_NAME, standard)):
         if data is None:
             continue
@@ -171,6 +170,17 @@ def embed_built_metadata(model: bytes, meta: dict[str, Any] | Callable[[tuple[di
     if standard is None:
         files = read_associated_files(model)  # repacking dropped the archive: put the old one back
     return (pack_associated_files(packed, files) if files else packed), meta
+
+
+def _standard_parts(meta: dict[str, Any]) -> tuple[bytes | None, dict[str, bytes]]:
+    """The standard clients' copy of a project document; (None, {}) for another document (tests embed bare
+    or deliberately broken ones), which keeps what the file has. Convert's verification reads the labels
+    back from the written file, so a document that should have produced them and did not is caught."""
+    try:
+        return standard_metadata(meta)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        _log.debug("no standard metadata for this document (%s)", exc)
+        return None, {}
 
 
 def _name(value: Any) -> str:

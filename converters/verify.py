@@ -20,6 +20,7 @@ from edge_derm.runtime import ModelInfo, TFLiteModel
 
 from .metadata import tensor_io
 from .presets import Preset, Tolerance
+from .standard_metadata import LABELS_FILE, read_associated_files
 
 #: Probabilities are clipped here before KL (uint8 outputs round small probabilities to 0).
 KL_EPS = 1e-6
@@ -140,6 +141,9 @@ def verify_file(path: str | Path, preset: Preset, io: str, reference: np.ndarray
     failures = structural_failures(info, preset, io, float_layers=float_layers)
     if expected_metadata is not None and model.metadata != expected_metadata:
         failures.append("the embedded metadata does not read back as written")
+    if expected_metadata is not None and \
+            read_associated_files(model.content).get(LABELS_FILE, b"").decode("utf-8", "replace") != "\n".join(classes):
+        failures.append(f"the standard metadata's {LABELS_FILE} does not read back as the model's classes")
     probs = model.predict(images)
     result: dict[str, Any] = fidelity(reference, probs, classes, watch)
     result.update(sha256=model.sha256, size_bytes=len(model.content),

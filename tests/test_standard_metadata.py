@@ -138,3 +138,20 @@ def test_associated_files_are_a_real_zip(cv_converted):
         assert zf.testzip() is None and zf.namelist() == [LABELS_FILE]
     # the flatbuffer comes first, untouched: its file identifier is where TFLite expects it
     assert data[4:8] == b"TFL3"
+
+
+def test_verification_reads_the_labels_back_from_the_written_file(cv_converted):
+    """convert's check on the bytes that ship covers the standard metadata: labels that do not read back
+    as the model's classes fail verification."""
+    from edge_derm.converters.presets import get_preset
+    from edge_derm.converters.verify import verify_file
+
+    path = cv_converted / "model.fp32.tflite"
+    meta = read_metadata(path)
+    images = np.random.default_rng(0).uniform(0, 255, (4, CV_SIZE, CV_SIZE, 3)).astype(np.float32)
+    reference = TFLiteModel(path).predict(images)
+    ok = verify_file(path, get_preset("fp32"), "float32", reference, images, CV_CLASSES, expected_metadata=meta)
+    assert ok["failures"] == [] and ok["passed"]
+    renamed = verify_file(path, get_preset("fp32"), "float32", reference, images, CV_CLASSES[::-1],
+                          expected_metadata=meta)
+    assert "labels.txt does not read back as the model's classes" in " ".join(renamed["failures"])
