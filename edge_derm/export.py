@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_derm import provenance
-from edge_derm.provenance import host_paths, without_host_paths as app_metadata  # noqa: F401  (export API)
+from edge_derm.provenance import without_host_paths as app_metadata
 from edge_derm.errors import ConfigError, DataError, EdgeDermError, ModelError, OutputExistsError
 from edge_derm.fsutil import read_json, write_json
 

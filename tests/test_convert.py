@@ -70,6 +70,8 @@ def test_model_json_and_labels(cv_converted, cv_run):
     assert stored.pop("verification")["passed"] and "results" in embedded.pop("verification")
     # the file ships (apps, phones): it names the run and calibration dataset, model.json locates them
     assert embedded == without_host_paths(stored) and host_paths(embedded) == []
+    shipped = (cv_converted / "model.int8.tflite").read_bytes()
+    assert str(cv_converted.parent.parent).encode() not in shipped  # the session's temporary base: every input lies there
     assert stored["provenance"]["run"] == str(cv_run.resolve()) and embedded["provenance"]["run"] == cv_run.name
     assert Path(stored["calibration"]["dataset"]).is_absolute()
     prov = embedded["provenance"]

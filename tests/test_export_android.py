@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge_derm import export
+from edge_derm.provenance import host_paths
 from edge_derm.cli import main
 from edge_derm.errors import ConfigError, OutputExistsError
 
@@ -44,7 +45,7 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     assert meta == export.app_metadata({**record, "file": "model.tflite"})
     # No host path ships in the APK: the run folder is named, not located.
     assert Path(record["provenance"]["run"]).is_absolute() and meta["provenance"]["run"] == "tiny run"
-    assert export.host_paths(meta) == []
+    assert host_paths(meta) == []
     text = (_assets(android_app) / "model.json").read_text()
     assert str(cv_converted.parent.parent) not in text and str(Path.home()) + "/" not in text
     embedded = read_metadata(model)
@@ -54,7 +55,9 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     # and in the metadata embedded in the .tflite itself (it ships in the APK); model.json keeps the path.
     assert Path(record["calibration"]["dataset"]).is_absolute()
     assert meta["calibration"]["dataset"] == Path(record["calibration"]["dataset"]).name
-    assert export.host_paths(embedded) == [] and embedded["provenance"]["run"] == "tiny run"
+    assert host_paths(embedded) == [] and embedded["provenance"]["run"] == "tiny run"
+    shipped = model.read_bytes()  # the literal folders, not only what the path pattern recognises
+    assert str(cv_converted.parent.parent).encode() not in shipped and str(Path.home()).encode() + b"/" not in shipped
     assert meta["verification"]["passed"] and TFLiteModel(model).sha256 == meta["sha256"]
     assert (_assets(android_app) / "labels.txt").read_text().splitlines() == meta["labels"]
 
@@ -224,8 +227,8 @@ def test_app_metadata_cuts_host_paths_only():
     # Names and prose are not paths, whatever they start with; other values are untouched.
     assert got["labels"] == ["/a", "b"] and got["name"] == "/x" and got["descriptions"] == meta["descriptions"]
     assert got["input"] == meta["input"] and got["provenance"]["dataset_hashes"] == ["abc"]
-    assert export.host_paths(got) == []
-    assert len(export.host_paths(meta)) == 4
+    assert host_paths(got) == []
+    assert len(host_paths(meta)) == 4
     assert meta["provenance"]["run"].startswith("/home/alice")  # the input is not modified
 
 

@@ -92,6 +92,9 @@ class ClassifierViewModel(app: Application) : AndroidViewModel(app) {
         } catch (e: Exception) {
             Log.w(TAG, "model not usable", e)
             text(R.string.model_unusable, e.message ?: e.toString()).also { modelError = it }
+        } catch (e: LinkageError) {  // e.g. UnsatisfiedLinkError: the native runtime is missing for this ABI
+            Log.w(TAG, "runtime not loadable", e)
+            text(R.string.model_unusable, e.message ?: e.toString()).also { modelError = it }
         }
         update { it.copy(model = line) }
     }
@@ -123,8 +126,10 @@ class ClassifierViewModel(app: Application) : AndroidViewModel(app) {
             } finally {
                 image.close()
             }
-            val px = ImageIO.fromBitmap(shown)
-            checkPhoto(px, Region(0, 0, px.width), shown)
+            guarded(R.string.capture_failed) {
+                val px = ImageIO.fromBitmap(shown)
+                checkPhoto(px, Region(0, 0, px.width), shown)
+            }
         }, Runnable { image.close() })
     }
 
@@ -142,9 +147,23 @@ class ClassifierViewModel(app: Application) : AndroidViewModel(app) {
                 update { it.copy(busy = false, status = text(R.string.unreadable_image, "too large")) }
                 return@Runnable
             }
-            val px = ImageIO.fromBitmap(bitmap)
-            checkPhoto(px, Framing.guide(px.width, px.height), bitmap)
+            guarded(R.string.unreadable_image) {
+                val px = ImageIO.fromBitmap(bitmap)
+                checkPhoto(px, Framing.guide(px.width, px.height), bitmap)
+            }
         })
+    }
+
+    /** Worker: run [work]; a failure (or running out of memory) becomes a status line, never a crash. */
+    private fun guarded(message: Int, work: () -> Unit) {
+        try {
+            work()
+        } catch (e: Exception) {
+            Log.w(TAG, "photo not processed", e)
+            update { it.copy(busy = false, status = text(message, e.message ?: e.toString())) }
+        } catch (e: OutOfMemoryError) {
+            update { it.copy(busy = false, status = text(message, "too large")) }
+        }
     }
 
     /** Worker: acquisition checks on [region] of [px], then classify or offer "Classify anyway". */

@@ -139,7 +139,8 @@ class MainActivity : ComponentActivity() {
         useAnywayButton.visibility = if (s.canClassifyAnyway) View.VISIBLE else View.GONE
         captureButton.isEnabled = !s.busy
         galleryButton.isEnabled = !s.busy
-        accelerator.isEnabled = !s.busy
+        // a RadioGroup's own flag does not reach its buttons: each one is switched
+        for (i in 0 until accelerator.childCount) accelerator.getChildAt(i).isEnabled = !s.busy
         threads.isEnabled = !s.busy
         val bitmap = s.photo
         showingPhoto = bitmap != null
