@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_derm.benchmarks.config import CPU_MASK
-from edge_derm.benchmarks.parsers import (LITERT, TFLITE, TOOL_NAMES, Delegation, DeviceTimings,
+from edge_derm.benchmarks.parsers import (LITERT, TFLITE, TOOL_NAMES, Delegation, DeviceTimings, clean_lines,
                                           parse_benchmark_output, parse_delegation)
 from edge_derm.errors import DeviceError
 
@@ -45,6 +45,10 @@ _ELF_ABIS = {0xB7: ("arm64-v8a",), 0x28: ("armeabi-v7a", "armeabi"), 0x3E: ("x86
 _ABI_64 = ("arm64-v8a", "x86_64", "riscv64")
 _NOT_EXECUTABLE = ("not executable", "exec format error", "permission denied", "cannot execute",
                    "can't execute")
+# adb's own complaints that the phone is gone (whole stderr lines, case as adb prints them); a tool's
+# "ERROR: ..." lines on the phone never match
+_ADB_LOST = re.compile(r"^(?:adb: |error: )(?:device '[^']*' not found|device (?:offline|unauthorized)\b.*|closed|"
+                       r"no devices/emulators found)$")
 # what each tool prints for --help (tflite/tools/command_line_flags.cc Flags::Usage lists "--name=default";
 # litert/tools/benchmark_litert_model_main.cc prints "NPU Vendor Flags from LiteRT:" and its own flags)
 _HELP_MARKERS = {LITERT: ("NPU Vendor Flags from LiteRT", "--use_npu=", "--use_cpu=", "[benchmark_litert_model"),
@@ -68,6 +72,10 @@ class DeviceLost(DeviceError):
     """The phone went offline or away; nothing more can run on it."""
 
 
+class AdbTimeout(DeviceError):
+    """An adb call ran past its time limit (the phone may still be there)."""
+
+
 @dataclass
 class AdbDevice:
     """One line of ``adb devices -l``."""
@@ -83,9 +91,13 @@ def elf_abis(binary: Path) -> tuple[str, ...]:
 
 
 def elf_info(binary: Path) -> tuple[tuple[str, ...], int]:
-    """(Android ABIs, 32 or 64 bits) of an ELF executable; DeviceError if it is not an ELF file."""
-    with open(binary, "rb") as fh:
-        head = fh.read(20)
+    """(Android ABIs, 32 or 64 bits) of an ELF executable; DeviceError if it is not an ELF file or cannot
+    be read."""
+    try:
+        with open(binary, "rb") as fh:
+            head = fh.read(20)
+    except OSError as exc:
+        raise _unreadable(binary, exc) from exc
     if len(head) < 20 or head[:4] != b"\x7fELF":
         raise DeviceError(f"{binary} is not an Android executable (no ELF header); "
                           "pass LiteRT's benchmark_model built for android_arm64")
@@ -113,15 +125,23 @@ def tool_from_binary(binary: Path) -> str | None:
     """``tflite`` or ``litert`` from strings inside the executable; None if neither or both kinds occur."""
     hits = {tool: False for tool in _BINARY_MARKERS}
     tail = b""
-    with open(binary, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            window = tail + chunk
-            for tool, markers in _BINARY_MARKERS.items():
-                hits[tool] = hits[tool] or any(m in window for m in markers)
-            tail = chunk[-64:]
+    try:
+        with open(binary, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                window = tail + chunk
+                for tool, markers in _BINARY_MARKERS.items():
+                    hits[tool] = hits[tool] or any(m in window for m in markers)
+                tail = chunk[-64:]
+    except OSError as exc:
+        raise _unreadable(binary, exc) from exc
     if hits[LITERT] != hits[TFLITE]:
         return LITERT if hits[LITERT] else TFLITE
     return None
+
+
+def _unreadable(binary: Path, exc: OSError) -> DeviceError:
+    return DeviceError(f"cannot read the benchmark binary {binary}: {exc.strerror or exc}; check the path "
+                       "and its permissions")
 
 
 def big_core_mask(values: dict[int, int]) -> str | None:
@@ -171,22 +191,35 @@ class Adb:
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             where = f" on {serial}" if serial else ""
-            raise DeviceError(f"{what}{where} timed out after {limit:g} s; check the phone "
-                              "(screen lock, thermal throttling) or raise --timeout") from exc
+            raise AdbTimeout(f"{what}{where} timed out after {limit:g} s; check the phone "
+                             "(screen lock, thermal throttling) or raise --timeout") from exc
         except OSError as exc:
             raise DeviceError(f"cannot run {self.adb}: {exc.strerror or exc}") from exc
         if proc.returncode != 0 and serial:
-            # only adb's own complaints ("adb: device offline", "error: device 'X' not found",
-            # "error: closed"), never words in a tool's output on the phone
-            low = "\n".join(ln for ln in (proc.stderr or "").lower().splitlines()
-                            if ln.startswith(("adb: ", "error: ")) and ("device" in ln or "closed" in ln))
-            if "unauthorized" in low:
-                raise DeviceLost(f"device {serial} is unauthorized; unlock it and accept the USB debugging prompt")
-            if "offline" in low:
-                raise DeviceLost(f"device {serial} is offline; reconnect the cable or run 'adb reconnect'")
-            if "not found" in low or "closed" in low:
+            # only adb's own complaints ("adb: device offline", "error: device 'X' not found", "error: closed",
+            # "error: no devices/emulators found"), never a tool's "ERROR: ..." lines; and only if the phone
+            # is really gone ('adb get-state'), since "error: closed" can be a transport hiccup
+            said = [ln.strip() for ln in (proc.stderr or "").splitlines() if _ADB_LOST.match(ln.strip())]
+            if said and self.state(serial) != "device":
+                text = " ".join(said)
+                if "unauthorized" in text:
+                    raise DeviceLost(f"device {serial} is unauthorized; unlock it and accept the USB debugging prompt")
+                if "offline" in text:
+                    raise DeviceLost(f"device {serial} is offline; reconnect the cable or run 'adb reconnect'")
                 raise DeviceLost(f"device {serial} is no longer connected; check the cable and 'adb devices'")
+            if said:
+                _log.warning("adb said %r on %s but the device is still there", said[0], serial)
         return proc
+
+    def state(self, serial: str) -> str | None:
+        """``adb get-state`` of the phone (``device`` when ready), None when adb cannot tell."""
+        try:
+            proc = self._run(["-s", serial, "get-state"], timeout=min(self.timeout, 15.0), what="adb get-state")
+        except DeviceError:
+            return None
+        if proc.returncode != 0:
+            return None
+        return proc.stdout.strip() or None
 
     def shell(self, serial: str, argv: list[str], *, timeout: float | None = None, what: str = "adb shell",
               check: bool = True) -> subprocess.CompletedProcess:
@@ -366,6 +399,7 @@ class AndroidBenchmark:
         self.warnings: list[str] = []
         self._pushed: dict[Path, str] = {}
         self._libs: list[str] = []
+        self._help = ""  # what the binary printed for --help on the phone
         self._sleep = sleep or SLEEP
         self._clock = clock or CLOCK
 
@@ -417,10 +451,12 @@ class AndroidBenchmark:
         proc = self.adb.shell(self.serial, self._env() + [self.remote_binary, "--help"], timeout=min(60.0, self.options.timeout),
                               what="benchmark binary --help", check=False)
         text = (proc.stdout or "") + "\n" + (proc.stderr or "")
-        if proc.returncode in (126, 127) or any(s in text.lower() for s in _NOT_EXECUTABLE):
+        by_help = tool_from_help(text)
+        if _cannot_run(proc, text, started=by_help is not None or "STARTING!" in text):
             raise DeviceError(f"{binary.name} cannot run on {self.serial}: {_last_line(proc)}; "
                               "check it is the android build for this phone's ABI")
-        by_help, by_file = tool_from_help(text), tool_from_binary(binary)
+        self._help = text
+        by_file = tool_from_binary(binary)
         detected, how = (by_help, "--help") if by_help else (by_file, "strings in the binary")
         if self.tool is not None:  # --benchmark-tool given
             if detected and detected != self.tool:
@@ -495,6 +531,10 @@ class AndroidBenchmark:
         else:
             # litert/tools/benchmark_litert_model.h DefaultParams(): use_cpu defaults to true, and
             # use_cpu together with require_full_delegation aborts (benchmark_litert_model.cc:109-114)
+            if self._help and "num_threads" not in self._help and not any("--num_threads" in w for w in self.warnings):
+                self._warn("benchmark_litert_model's --help does not list --num_threads: older builds ignore it "
+                           "and run with their default thread count whatever --threads says; use a newer build "
+                           "to trust the thread counts of the rows")
             if o.backend == "cpu":
                 argv += ["--use_cpu=true", "--use_gpu=false", "--use_npu=false"]
             else:
@@ -522,17 +562,27 @@ class AndroidBenchmark:
                     left = o.cool_down_timeout_s + o.cool_down_s - (self._clock() - start)
                     self._sleep(max(0.0, min(o.poll_s, left)))
                     level = self.adb.thermal_level(self.serial)
-                too_hot = level > o.max_thermal
+                    if level is None:  # dumpsys stopped saying: nothing left to wait for
+                        self._warn(f"{self.serial} reported no thermal status ('dumpsys thermalservice') while "
+                                   "cooling down; the row runs without waiting further")
+                        break
+                too_hot = level is not None and level > o.max_thermal
         return {"thermal_before": thermal_name(level), "cool_down_s": round(self._clock() - start, 3),
                 "too_hot": too_hot}
 
     def run(self, model: Path, threads: int, warmup: int, runs: int) -> RunOutcome:
         """Run one model; the outcome's status is ``ok``, partial / no delegation, or BenchmarkRunFailed
-        is raised when the tool gives no timings. DeviceError (DeviceLost) when the phone is gone."""
+        is raised when the tool exits non-zero, gives no timings or runs past ``timeout`` on a phone that is
+        still there. DeviceError (DeviceLost) when the phone is gone."""
         remote = self.push_model(model)
         strict = self.strict()
         proc, text = self._invoke(model, remote, threads, warmup, runs, strict)
         delegation = parse_delegation(text)
+        if proc.returncode != 0:  # whatever figures it printed before failing (a warm-up, the results)
+            exc = BenchmarkRunFailed(_failure(proc, text))
+            if strict:
+                return self._refused(model, remote, threads, warmup, runs, delegation, exc, proc.returncode)
+            raise exc
         try:
             timings = parse_benchmark_output(text)
         except DeviceError as exc:
@@ -547,17 +597,16 @@ class AndroidBenchmark:
         try:
             proc = self.adb.shell(self.serial, self.command(remote, threads, warmup, runs, strict),
                                   timeout=self.options.timeout, what=what, check=False)
-        except DeviceLost:
-            raise
-        except DeviceError as exc:
-            if "timed out" in str(exc):  # the host gave up; stop the phone's run too (best effort)
-                try:
-                    self.adb.shell(self.serial, ["pkill", "-f", self.remote_binary], timeout=15, check=False)
-                except DeviceError:
-                    pass
-            raise
+        except AdbTimeout as exc:  # the host gave up; stop the phone's run too (best effort)
+            try:
+                self.adb.shell(self.serial, ["pkill", "-f", self.remote_binary], timeout=15, check=False)
+            except DeviceError:
+                pass
+            if self.adb.state(self.serial) == "device":  # a model that hangs on a healthy phone: its row fails
+                raise BenchmarkRunFailed(str(exc)) from exc
+            raise DeviceLost(f"{exc}; {self.serial} no longer answers 'adb get-state'") from exc
         text = (proc.stdout or "") + "\n" + (proc.stderr or "")
-        if proc.returncode in (126, 127) or any(s in text.lower() for s in _NOT_EXECUTABLE):
+        if _cannot_run(proc, text, started="STARTING!" in text):
             raise DeviceError(f"the benchmark binary cannot run on {self.serial}: {_last_line(proc)}; "
                               "check it is the android build for this phone's ABI")
         m = re.search(r"Unconsumed cmdline flags:\s*(.+)", text)
@@ -569,7 +618,9 @@ class AndroidBenchmark:
 
     def _refused(self, model: Path, remote: str, threads: int, warmup: int, runs: int, delegation: Delegation,
                  exc: DeviceError, code: int) -> RunOutcome:
-        """A strict accelerator run gave no timings: partial delegation, a missing accelerator, or a failure."""
+        """A strict accelerator run failed: partial delegation, a missing accelerator, or a failure."""
+        from edge_derm.benchmarks.harness import OK
+
         backend = self.options.backend.upper()
         if delegation.accelerator_missing:
             return RunOutcome(None, NOT_DELEGATED, f"LiteRT could not load its {backend} accelerator library; push "
@@ -577,8 +628,9 @@ class AndroidBenchmark:
         if delegation.refused:
             return RunOutcome(None, PARTIAL, f"the {backend} cannot take the whole model: the tool refused the "
                               f"CPU fallback ({delegation.refused})", _delegation_dict(delegation, self.options.backend))
+        why = str(exc) if isinstance(exc, BenchmarkRunFailed) else f"{exc} (exit {code})"  # the former says it
         if self.tool != LITERT:
-            raise BenchmarkRunFailed(f"{exc} (exit {code})") from exc
+            raise BenchmarkRunFailed(why) from exc
         # An optimised benchmark_litert_model logs no reason for a failed compile (litert/cc/litert_macros.h
         # PrintLog is compiled out under NDEBUG): the interpreter's "Replacing" line may tell, and a second
         # run with the CPU fallback tells for sure (and gives the row its timings).
@@ -587,18 +639,21 @@ class AndroidBenchmark:
             if detail and detail["nodes"] < detail["total"]:
                 return RunOutcome(None, PARTIAL, f"the {backend} took {detail['nodes']} of {detail['total']} nodes; "
                                   "the tool refused the CPU fallback (--require-full-delegation)", detail)
-            raise BenchmarkRunFailed(f"{exc} (exit {code}; with --require_full_delegation an optimised "
-                                     "benchmark_litert_model does not say whether the GPU refused part of the model)") from exc
+            raise BenchmarkRunFailed(f"{why} (with --require_full_delegation an optimised benchmark_litert_model "
+                                     "does not say whether the GPU refused part of the model)") from exc
         proc, text = self._invoke(model, remote, threads, warmup, runs, strict=False)
+        if proc.returncode != 0:
+            raise BenchmarkRunFailed(f"{_failure(proc, text)}; with and without --require_full_delegation")
         try:
             timings = parse_benchmark_output(text)
         except DeviceError as exc2:
             raise BenchmarkRunFailed(f"{exc2} (exit {proc.returncode}; with and without "
                                      "--require_full_delegation)") from exc2
-        detail = _delegation_dict(parse_delegation(text), self.options.backend) or detail
-        took = f"; it took {detail['nodes']} of {detail['total']} nodes" if detail and detail.get("total") else ""
-        return RunOutcome(timings, PARTIAL, f"the {backend} cannot take the whole model (refused with "
-                          f"--require_full_delegation, ran with the CPU fallback{took})", detail)
+        # the rerun's own lines decide, as for any run with the CPU fallback allowed
+        out = self._judge(timings, parse_delegation(text), strict=False)
+        if out.status != OK:
+            out.reason = f"{out.reason} (refused with --require_full_delegation, rerun with the CPU fallback)"
+        return out
 
     def _judge(self, timings: DeviceTimings, delegation: Delegation, strict: bool) -> RunOutcome:
         """The status of a run that gave timings, from the delegation lines."""
@@ -615,15 +670,17 @@ class AndroidBenchmark:
             if delegation.accelerator_missing:
                 return RunOutcome(timings, NOT_DELEGATED, f"LiteRT could not load its {name} accelerator "
                                   "library, so the CPU ran the model; push it with --benchmark-lib", detail)
-            if detail and detail.get("total"):
+            if detail and detail.get("total") and detail["nodes"] > 0:
                 if detail["nodes"] < detail["total"]:
                     return RunOutcome(timings, PARTIAL, f"the {name} took {detail['nodes']} of {detail['total']} "
                                       f"nodes ({detail['partitions']} partitions); the CPU ran the rest", detail)
                 return RunOutcome(timings, OK, "", detail)
-            if not any("unverified" in w for w in self.warnings):
-                self._warn(f"{name} delegation is unverified: the tool printed no delegation line (leave "
-                           "--require-full-delegation automatic to have benchmark_litert_model check it)")
-            return RunOutcome(timings, OK, "", {"verified": False})
+            # On Android the interpreter always prints "Replacing N out of M node(s)" (TFLITE_LOG_PROD): no
+            # such line for the accelerator means it took nothing
+            cpu = _delegation_dict(delegation, "cpu")
+            said = f"only {cpu['delegate']}'s" if cpu else "no"
+            return RunOutcome(timings, NOT_DELEGATED, f"{said} 'Replacing N out of M node(s)' line, none for the "
+                              f"{name}: the {name} took no node, so the CPU ran the model", detail or cpu)
         provider = _PROVIDERS[backend]
         applied = [a for a in delegation.applied if a[0].upper() == provider]
         if not applied:
@@ -741,6 +798,32 @@ def _time_row(bench: AndroidBenchmark, e: Any, threads: int, config: Any, row: d
         row["status"] = THROTTLED
         row["reason"] = (f"thermal status still {cool['thermal_before']} after {cool['cool_down_s']:g} s "
                          f"(--max-thermal {config.max_thermal}); the timings may be throttled")
+
+
+def _cannot_run(proc: subprocess.CompletedProcess, text: str, started: bool) -> bool:
+    """The phone's shell could not start the binary: exit 126/127, or, where the binary shows no sign of
+    having started, the shell's words for it (never searched in the output of a tool that ran: a driver
+    line saying "permission denied" is not a wrong ABI)."""
+    if proc.returncode in (126, 127):
+        return True
+    return not started and any(s in text.lower() for s in _NOT_EXECUTABLE)
+
+
+def _failure(proc: subprocess.CompletedProcess, text: str) -> str:
+    """One line for a run that exited non-zero: its first ``ERROR:``/``FATAL:`` line (and its last one if
+    different), else the output's last line."""
+    raw = text.splitlines()
+    start = 0
+    while start < len(raw) and raw[start].lstrip().startswith("#"):
+        start += 1
+    errors = [c.strip() for r, c in zip(raw[start:], clean_lines(text))
+              if r.lstrip().startswith(("ERROR:", "FATAL:")) and c.strip()]
+    first = errors[0][:160] if errors else None
+    last = _last_line(proc)
+    if first is None:
+        return f"the benchmark tool failed (exit {proc.returncode}): {last}"
+    more = f"; last: {errors[-1][:80]}" if len(errors) > 1 and errors[-1] != errors[0] else ""
+    return f"the benchmark tool failed (exit {proc.returncode}): {first}{more}"
 
 
 def _last_line(proc: subprocess.CompletedProcess) -> str:

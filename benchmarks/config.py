@@ -173,6 +173,9 @@ class BenchmarkConfig:
             raise ConfigError(f"--runs {self.runs} must be 1 or more")
         if not (self.timeout > 0 and self.timeout < 86400 * 7):  # also rejects nan and inf
             raise ConfigError(f"--timeout {self.timeout} must be a positive number of seconds below a week")
+        for name, value in (("--cool-down", self.cool_down), ("--cool-down-timeout", self.cool_down_timeout)):
+            if not (value >= 0 and value < 86400):  # also rejects nan and inf
+                raise ConfigError(f"{name} {value} must be 0 or more seconds, below a day")
         if self.device == "android":
             if self.benchmark_binary is None:
                 raise ConfigError("--device android needs --benchmark-binary PATH (LiteRT's benchmark_model "
@@ -187,9 +190,6 @@ class BenchmarkConfig:
                                   f"{', '.join(BENCHMARK_TOOLS)}")
             if self.max_thermal is not None and self.max_thermal not in THERMAL_LEVELS:
                 raise ConfigError(f"--max-thermal {self.max_thermal!r} is unknown; use one of {', '.join(THERMAL_LEVELS)}")
-            for name, value in (("--cool-down", self.cool_down), ("--cool-down-timeout", self.cool_down_timeout)):
-                if not (value >= 0 and value < 86400):  # also rejects nan and inf
-                    raise ConfigError(f"{name} {value} must be 0 or more seconds, below a day")
         else:
             android_only = [name for name, on in (("--serial", bool(self.serials)),
                                                   ("--benchmark-binary", self.benchmark_binary is not None),
@@ -199,7 +199,10 @@ class BenchmarkConfig:
                                                   ("--require-full-delegation", self.require_full_delegation is not None),
                                                   ("--cpu-mask", self.cpu_mask is not None),
                                                   ("--cool-down", self.cool_down != 0),
-                                                  ("--max-thermal", self.max_thermal is not None)) if on]
+                                                  ("--max-thermal", self.max_thermal is not None),
+                                                  ("--cool-down-timeout", self.cool_down_timeout
+                                                   != type(self).__dataclass_fields__["cool_down_timeout"].default))
+                            if on]
             if android_only:
                 raise ConfigError(f"{', '.join(android_only)} only apply to --device android")
 

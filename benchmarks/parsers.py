@@ -126,7 +126,8 @@ def output_format(text: str) -> str:
 
 
 def parse_benchmark_output(text: str) -> DeviceTimings:
-    """Parse the output of either tool.
+    """Parse the output of either tool (the caller checks the exit status: a failed run may have printed
+    some figures).
 
     Raises:
         DeviceError: no inference timings in ``text`` (the tool failed or printed something else), or a
@@ -201,14 +202,17 @@ def _stats_lines(lines: list[str]) -> list[dict[str, str]]:
     return stats
 
 
-def _apply_stats(out: DeviceTimings, stats: list[dict[str, str]]) -> None:
+def _apply_stats(out: DeviceTimings, stats: list[dict[str, str]], results: bool) -> None:
+    """Warm-up and timed runs from the ``count=`` lines. ``results``: the tool printed its results
+    (``Inference timings`` or the results block); without them a lone ``count=`` line is the warm-up of a
+    run that failed before its timed runs, not the timed runs."""
     if len(stats) >= 2:
         warm, timed = stats[0], stats[-1]
         if int(float(warm["count"])) > 0:
             out.warmup_runs = int(float(warm["count"]))
             out.warmup_avg_ms = _us(warm.get("avg"))
             out.first_ms = _us(warm.get("first"))
-    elif stats:  # only the timed line (an old build run with warm-up disabled)
+    elif stats and results:  # only the timed line (an old build run with warm-up disabled)
         timed = stats[0]
     else:
         return
@@ -226,7 +230,7 @@ def _apply_stats(out: DeviceTimings, stats: list[dict[str, str]]) -> None:
 
 def _parse_tflite(lines: list[str]) -> DeviceTimings:
     out = DeviceTimings(format=TFLITE)
-    _apply_stats(out, _stats_lines(lines))
+    _apply_stats(out, _stats_lines(lines), results=any(_TIMINGS.search(line) for line in lines))
     for line in lines:
         m = _TIMINGS.search(line)
         if m:
@@ -275,7 +279,7 @@ def _parse_litert(lines: list[str]) -> DeviceTimings:
                 block.warmup_runs = int(runs)
             elif key == "avg_ms":
                 block.runs = int(runs)
-    _apply_stats(out, _stats_lines(lines[:start]))
+    _apply_stats(out, _stats_lines(lines[:start]), results=True)
     for name, value in block.as_dict().items():  # the block fills what the count= lines did not give
         if name != "format" and getattr(out, name) is None:
             setattr(out, name, value)

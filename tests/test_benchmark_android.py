@@ -71,6 +71,9 @@ FAKE_ADB = textwrap.dedent('''
     if fault == "gone" or (root / "unplugged").exists():
         die(f"error: device '{serial}' not found")
     cmd = argv[0]
+    if cmd == "get-state":  # reached only while the phone is there (the checks above fail otherwise)
+        print("device")
+        sys.exit(0)
     if cmd == "push":
         if fault == "push":
             die(f"adb: error: failed to copy '{argv[1]}' to '{argv[2]}': remote No space left on device")
@@ -138,6 +141,11 @@ FAKE_ADB = textwrap.dedent('''
             sys.exit(1 if tool == "tflite" else 0)
         if fault == "timeout":
             time.sleep(30)
+        if fault == "timeout_gone":  # the phone drops off the bus while the run hangs
+            (root / "unplugged").touch()
+            time.sleep(30)
+        if fault == "closed_once":  # adb's transport hiccups, the phone stays connected
+            die("error: closed", 255)
         n = bump("benchmark_runs")
         after = env.get("FAKE_ADB_DISCONNECT_AFTER")
         if after is not None and n >= int(after):
@@ -151,7 +159,8 @@ FAKE_ADB = textwrap.dedent('''
             print("WARN: Unconsumed cmdline flags: " + " ".join(unknown))
         graph = next(w.split("=", 1)[1] for w in words if w.startswith("--graph="))
         if not local(graph).exists() or fault == "bench_fail":
-            print(open(env["FAKE_ADB_FAILED"]).read())
+            for line in open(env["FAKE_ADB_FAILED"]).read().splitlines():
+                (sys.stderr if line.startswith("ERROR: ") else sys.stdout).write(line + "\\n")
             sys.exit(1)
         output = env["FAKE_ADB_OUTPUT"]
         for pair in env.get("FAKE_ADB_OUTPUT_FOR", "").split(";"):
@@ -161,7 +170,9 @@ FAKE_ADB = textwrap.dedent('''
         if "--require_full_delegation=true" in words and env.get("FAKE_ADB_STRICT_OUTPUT"):
             output = env["FAKE_ADB_STRICT_OUTPUT"]
         text = open(output).read()
-        print(text)
+        for line in text.splitlines():  # tflite/tools/logging.h: ERROR (and FATAL) lines go to stderr
+            stream = sys.stderr if line.startswith(("ERROR: ", "FATAL: ")) else sys.stdout
+            stream.write(line + "\\n")
         sys.exit(1 if "Benchmarking failed." in text else 0)
     die(f"/system/bin/sh: {words[0]}: inaccessible or not found", 127)
 ''')
@@ -292,6 +303,79 @@ def test_a_failing_model_is_a_row_not_an_abort(bm_models, fake_adb):
     assert "Benchmarking failed" in res.rows[0]["reason"]
 
 
+def _output_file(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def _tflite_fixture() -> str:
+    return FIXTURES.joinpath("benchmark_tflite.txt").read_text()
+
+
+def test_failure_after_warmup_is_failed_not_ok(bm_models, fake_adb, tmp_path):
+    """The classic tool prints the warm-up's count= line, then fails (exit 1): no timed runs exist."""
+    lines = _tflite_fixture().splitlines()
+    cut = next(i for i, ln in enumerate(lines) if ln.startswith("INFO: count=9"))
+    text = "\n".join(lines[:cut + 1] + ["ERROR: Failed to invoke the interpreter.", "ERROR: Benchmarking failed."])
+    fake_adb.set(output=_output_file(tmp_path, "warmup_fail.txt", text))
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], cpu_mask="none"))
+    assert [r["status"] for r in res.rows] == ["failed to run", "failed to run"]
+    r = res.rows[0]
+    assert "Failed to invoke the interpreter." in r["reason"] and "exit 1" in r["reason"]
+    assert r["latency_mean_ms"] is None
+
+
+def test_failure_during_timed_runs_is_failed_not_ok(bm_models, fake_adb, tmp_path):
+    """Results printed, then exit 1: the exit status wins."""
+    text = _tflite_fixture() + "\nERROR: Failed to free resources.\nERROR: Benchmarking failed.\n"
+    fake_adb.set(output=_output_file(tmp_path, "timed_fail.txt", text))
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], cpu_mask="none"))
+    assert [r["status"] for r in res.rows] == ["failed to run", "failed to run"]
+    assert "Failed to free resources." in res.rows[0]["reason"] and "\n" not in res.rows[0]["reason"]
+
+
+def test_the_tools_own_error_lines_are_not_a_lost_phone(bm_models, fake_adb, tmp_path):
+    """"ERROR: ... on this device - dlopen failed: ... not found" on stderr, exit 1: a failed row."""
+    text = ("INFO: STARTING!\nINFO: Graph: [/data/local/tmp/edge_derm/m0_model.fp32.tflite]\n"
+            "ERROR: TfLiteGpuDelegate Init: Can not open OpenCL library on this device - dlopen failed: "
+            "library \"libOpenCL.so\" not found\nERROR: Benchmarking failed.\n")
+    fake_adb.set(output=_output_file(tmp_path, "opencl.txt", text))
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], cpu_mask="none", use_gpu=True))
+    assert [r["status"] for r in res.rows] == ["failed to run", "failed to run"]
+    assert "Can not open OpenCL library" in res.rows[0]["reason"]
+
+
+def test_adb_transport_error_with_the_phone_still_there_is_a_failed_row(bm_models, fake_adb):
+    """"error: closed" but 'adb get-state' says device: the row failed, the phone is not lost."""
+    fake_adb.set(fault="closed_once")
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], cpu_mask="none", models=[bm_models["int8"]]))
+    assert [r["status"] for r in res.rows] == ["failed to run"]
+    assert ["-s", "FAKE123", "get-state"] in fake_adb.calls()
+
+
+def test_driver_words_in_a_good_run_are_not_a_wrong_binary(bm_models, fake_adb, tmp_path):
+    """"permission denied" in a driver line of a run that worked (exit 0) used to abort as "wrong ABI"."""
+    help_text = FIXTURES.joinpath("help_tflite.txt").read_text() + "\nINFO: perf counters: permission denied\n"
+    fake_adb.set(help_tflite=_output_file(tmp_path, "help.txt", help_text))
+    lines = _tflite_fixture().splitlines()
+    lines.insert(10, "INFO: Adreno driver: cannot execute perf query, permission denied for /dev/kgsl-3d0")
+    fake_adb.set(output=_output_file(tmp_path, "driver.txt", "\n".join(lines)))
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], cpu_mask="none"))
+    assert [r["status"] for r in res.rows] == ["ok", "ok"]
+
+
+def test_unreadable_binary_is_one_line_device_error(tmp_path):
+    from edge_derm.benchmarks.android import elf_info, tool_from_binary
+
+    folder = tmp_path / "benchmark_model"
+    folder.mkdir()
+    for fn in (elf_info, tool_from_binary):
+        with pytest.raises(DeviceError, match="cannot read the benchmark binary") as exc:
+            fn(folder)
+        assert "\n" not in str(exc.value)
+
+
 def test_user_text_never_reaches_the_remote_shell_unquoted(bm_models, fake_adb, tmp_path):
     weird = tmp_path / "x; touch pwned $(id).tflite"
     shutil.copyfile(bm_models["fp32"], weird)
@@ -341,11 +425,22 @@ def test_wrong_abi_is_caught_before_pushing(bm_models, fake_adb, tmp_path):
         elf_abis(not_elf)
 
 
-def test_run_timeout(bm_models, fake_adb):
+def test_run_timeout_on_a_healthy_phone_is_a_failed_row(bm_models, fake_adb):
+    """A model that hangs is a 'failed to run' row; the rows measured before and after it are kept."""
     fake_adb.set(fault="timeout")
-    with pytest.raises(DeviceError, match=r"timed out after 1 s"):
-        run_benchmark(android_config(bm_models, fake_adb, timeout=1.0))
+    res = run_benchmark(android_config(bm_models, fake_adb, timeout=1.0, threads=[1], cpu_mask="none"))
+    assert [r["status"] for r in res.rows] == ["failed to run", "failed to run"]
+    assert all("timed out after 1 s" in r["reason"] and "\n" not in r["reason"] for r in res.rows)
     assert ["pkill", "-f", "/data/local/tmp/edge_derm/benchmark_model"] in fake_adb.shell_words()
+    assert ["-s", "FAKE123", "get-state"] in fake_adb.calls()
+
+
+def test_run_timeout_with_the_phone_gone_is_one_line_error(bm_models, fake_adb):
+    fake_adb.set(fault="timeout_gone")
+    with pytest.raises(DeviceError, match=r"timed out after 1 s") as exc:
+        run_benchmark(android_config(bm_models, fake_adb, timeout=1.0, threads=[1], cpu_mask="none"))
+    assert "no longer answers 'adb get-state'" in str(exc.value) and "lost during row 1 of 2" in str(exc.value)
+    assert "\n" not in str(exc.value)
 
 
 def test_adb_devices_honours_timeout(bm_models, fake_adb):

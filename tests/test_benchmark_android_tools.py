@@ -298,6 +298,9 @@ def test_disconnect_mid_run_is_one_line_and_exit_1(bm_models, fake_adb, capsys):
     ({"device": "android", "benchmark_binary": "b", "max_thermal": "hot"}, "--max-thermal 'hot' is unknown"),
     ({"device": "android", "benchmark_binary": "b", "cool_down": float("nan")}, "--cool-down nan"),
     ({"max_thermal": "light", "cool_down": 5.0}, "--cool-down, --max-thermal only apply"),
+    ({"cool_down_timeout": 10.0}, "--cool-down-timeout only apply to --device android"),
+    ({"cool_down_timeout": float("nan")}, "--cool-down-timeout nan must be"),
+    ({"cool_down_timeout": -1.0}, "--cool-down-timeout -1.0 must be"),
 ])
 def test_android_option_validation(bm_models, kw, match):
     from edge_derm.benchmarks import BenchmarkConfig
@@ -307,10 +310,93 @@ def test_android_option_validation(bm_models, kw, match):
         BenchmarkConfig(models=[bm_models["int8"]], **kw)
 
 
+def litert_gpu_output(tmp_path: Path, replacing: str | None) -> str:
+    """benchmark_litert.txt with its XNNPACK "Replacing" line swapped for ``replacing`` (None: dropped)."""
+    lines = []
+    for line in Path(fx("benchmark_litert.txt")).read_text().splitlines():
+        if "Replacing" in line:
+            if replacing is None:
+                continue
+            line = replacing
+        lines.append(line)
+    path = tmp_path / f"litert_gpu_{len(list(tmp_path.glob('litert_gpu_*')))}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+FULL_GPU = ("VERBOSE: Replacing 66 out of 66 node(s) with delegate (LITERT_CL) node, yielding 1 partitions for "
+            "subgraph 0 (main).")
+
+
+@pytest.mark.parametrize("replacing, status", [
+    (FULL_GPU, "ok"),
+    (None, NOT_DELEGATED),  # no Replacing line at all: the GPU took nothing
+    ("keep", NOT_DELEGATED),  # only XNNPACK's Replacing line: the CPU ran the model
+])
+def test_litert_gpu_allowing_partial_delegation_needs_a_gpu_replacing_line(bm_models, fake_adb, tmp_path,
+                                                                           replacing, status):
+    output = fx("benchmark_litert.txt") if replacing == "keep" else litert_gpu_output(tmp_path, replacing)
+    fake_adb.set(tool="litert", output=output)
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], use_gpu=True, cpu_mask="none",
+                                       require_full_delegation=False, models=[bm_models["fp32"]]))
+    r = res.rows[0]
+    assert r["status"] == status, r["reason"]
+    if status == NOT_DELEGATED:
+        assert "GPU" in r["reason"] and "CPU ran the model" in r["reason"]
+    else:
+        assert r["delegation"] == {"delegate": "LITERT_CL", "nodes": 66, "total": 66, "partitions": 1}
+
+
+@pytest.mark.parametrize("fallback, status", [
+    ("full", "ok"), ("cpu only", NOT_DELEGATED), ("partial", PARTIAL)])
+def test_litert_rerun_after_a_refusal_is_judged_on_its_own_output(bm_models, fake_adb, tmp_path, fallback, status):
+    output = {"full": litert_gpu_output(tmp_path, FULL_GPU), "cpu only": fx("benchmark_litert.txt"),
+              "partial": fx("benchmark_litert_gpu_fallback.txt")}[fallback]
+    fake_adb.set(tool="litert", strict_output=fx("benchmark_litert_gpu_refused.txt"), output=output)
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], use_gpu=True, cpu_mask="none",
+                                       models=[bm_models["fp32"]]))
+    r = res.rows[0]
+    assert r["status"] == status, r["reason"]
+    assert len(fake_adb.runs()) == 2 and r["latency_mean_ms"] is not None
+
+
+def test_litert_rerun_that_fails_is_a_failed_row(bm_models, fake_adb):
+    fake_adb.set(tool="litert", strict_output=fx("benchmark_litert_gpu_refused.txt"),
+                 output=fx("benchmark_litert_gpu_refused.txt"))
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], use_gpu=True, cpu_mask="none",
+                                       models=[bm_models["fp32"]]))
+    assert res.rows[0]["status"] == "failed to run"
+
+
+def test_litert_without_num_threads_in_help_warns_once(bm_models, fake_adb, tmp_path, caplog):
+    fake_adb.set(tool="litert", output=fx("benchmark_litert.txt"))
+    with caplog.at_level(logging.WARNING):
+        res = run_benchmark(android_config(bm_models, fake_adb, threads=[1, 4], cpu_mask="none"))
+    warned = [w for w in res.devices[0]["warnings"] if "--num_threads" in w]
+    assert len(warned) == 1 and "ignore" in warned[0] and caplog.text.count("--num_threads") == 1
+    help_text = Path(fx("help_litert.txt")).read_text() + "\n\t--num_threads=-1\tint32\toptional\tthreads\n"
+    (tmp_path / "help.txt").write_text(help_text)
+    fake_adb.set(help_litert=str(tmp_path / "help.txt"))
+    res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], cpu_mask="none"))
+    assert not any("--num_threads" in w for w in res.devices[0]["warnings"])
+
+
+def test_thermal_status_vanishing_while_cooling_stops_the_wait(bm_models, fake_adb, fake_time, caplog):
+    """dumpsys says severe, then prints no status: no TypeError, the row runs with thermal_before None."""
+    fake_adb.set(thermal="3,")
+    with caplog.at_level(logging.WARNING):
+        res = run_benchmark(android_config(bm_models, fake_adb, threads=[1], cpu_mask="none", max_thermal="light",
+                                           models=[bm_models["int8"]]))
+    r = res.rows[0]
+    assert r["status"] == "ok" and r["thermal_before"] is None
+    assert fake_time.sleeps == [10.0]
+    assert "no thermal status" in caplog.text
+
+
 def test_cli_android_options_reach_the_phone(bm_models, fake_adb, tmp_path, capsys, fake_time):
     import json
 
-    fake_adb.set(tool="litert", output=fx("benchmark_litert.txt"), thermal="2,1")
+    fake_adb.set(tool="litert", output=litert_gpu_output(tmp_path, FULL_GPU), thermal="2,1")
     out = tmp_path / "out"
     rc = main(["-q", "benchmark", str(bm_models["int8"]), "--device", "android", "--benchmark-binary",
                str(fake_adb.binary), "--benchmark-tool", "litert", "--use-gpu", "--allow-partial-delegation",
@@ -322,3 +408,4 @@ def test_cli_android_options_reach_the_phone(bm_models, fake_adb, tmp_path, caps
     words = fake_adb.runs()[0]
     assert words[:2] == ["taskset", "3"] and "--use_cpu=true" in words
     assert "--require_full_delegation" not in flag_names(words)
+    assert row["status"] == "ok" and row["delegation"]["delegate"] == "LITERT_CL"

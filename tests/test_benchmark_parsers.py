@@ -113,10 +113,20 @@ def test_v1_prefixes(prefix):
     assert t.init_ms == pytest.approx(5.0)
 
 
-def test_v1_timed_line_only():
-    t = parse_benchmark_output("INFO: count=5 first=2000 curr=2100 min=1900 max=2100 avg=2000 std=80\n")
+def test_v1_lone_count_line_with_results_is_the_timed_runs():
+    """An old build run with warm-up disabled prints one count= line, then its results."""
+    t = parse_benchmark_output("INFO: count=5 first=2000 curr=2100 min=1900 max=2100 avg=2000 std=80\n"
+                               "INFO: Inference timings in us: Init: 5000, First inference: 2000\n")
     assert t.runs == 5 and t.avg_ms == pytest.approx(2.0)
-    assert t.warmup_runs is None and t.init_ms is None
+    assert t.warmup_runs is None and t.init_ms == pytest.approx(5.0)
+
+
+def test_v1_lone_count_line_without_results_is_the_warmup_of_a_failed_run():
+    """The tool failed after its warm-up: the warm-up's count= line is not the timed runs."""
+    text = ("INFO: STARTING!\nINFO: count=5 first=2000 curr=2100 min=1900 max=2100 avg=2000 std=80\n"
+            "ERROR: Benchmarking failed.\n")
+    with pytest.raises(DeviceError, match="no inference timings"):
+        parse_benchmark_output(text)
 
 
 @pytest.mark.parametrize("text", [fixture_text("benchmark_failed.txt"), "", "Segmentation fault\n"])
@@ -169,5 +179,6 @@ def test_delegation_lines_of_both_tools():
 def test_impossible_latencies_are_a_device_error(stats, what):
     """Negative, zero or infinite latencies used to be reported as ok (and Infinity is not JSON)."""
     with pytest.raises(DeviceError) as exc:
-        parse_benchmark_output(f"INFO: count=5 first=2000 curr=2100 {stats}\n")
+        parse_benchmark_output(f"INFO: count=5 first=2000 curr=2100 {stats}\n"
+                               "INFO: Inference timings in us: Init: 5000, First inference: 2000\n")
     assert f"impossible {what}" in str(exc.value) and "\n" not in str(exc.value)
