@@ -133,7 +133,13 @@ def train(
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
                                                  help="Deterministic ops, so --resume reproduces the run (on)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples for intervals (0)."),
-    distribute: Optional[Distribute] = typer.Option(None, "--distribute", help="none, mirrored or multiworker."),
+    distribute: Optional[Distribute] = typer.Option(None, "--distribute", help="none, mirrored or multiworker "
+                                                                             "(TF_CONFIG describes the cluster)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --distribute multiworker: start this "
+                                                                          "many local workers (loopback TF_CONFIG; a "
+                                                                          "try-out on one machine)."),
+    worker_timeout: Optional[float] = typer.Option(None, "--worker-timeout", min=1,
+                                                   help="multiworker: seconds to wait for every worker to join (300)."),
     resume: bool = typer.Option(False, "--resume", help="Continue after the last completed step."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
@@ -147,6 +153,8 @@ def train(
                     bootstrap=bootstrap, distribute=distribute, bn_momentum=bn_momentum,
                     bn_recalibration=bn_recalibration, select_best=select_best, val_fraction=val_fraction,
                     calibrate=calibrate, prevalence=prevalence, triage_target=triage_target)
+    if workers is not None:
+        _check_workers(workers, opts, plan)
     if plan is not None:
         if data:
             raise typer.BadParameter("a plan names its own datasets; pass them with --set KEY=DIR", param_hint="--data")
@@ -166,11 +174,79 @@ def train(
         from edge_derm.training.trainer import train as train_run
 
         config = TrainConfig(data=[str(d) for d in data], **opts)
+        if workers is not None:
+            _launch(config, out, workers, resume=resume, force=force, worker_timeout=worker_timeout)
+            return
         try:
-            result = train_run(config, out, resume=resume, force=force)
+            result = train_run(config, out, resume=resume, force=force, worker_timeout=worker_timeout)
         except KeyboardInterrupt:
             raise _interrupted(out) from None
     _summary(result)
+
+
+def _check_workers(workers: int, opts: dict[str, Any], plan: Optional[str]) -> None:
+    import os
+
+    if opts.get("distribute") != "multiworker":
+        raise typer.BadParameter("--workers starts local workers for --distribute multiworker; pass both",
+                                 param_hint="--workers")
+    if plan is not None:
+        raise typer.BadParameter("--workers runs one training run, not a --plan", param_hint="--workers")
+    if os.environ.get("TF_CONFIG"):
+        raise typer.BadParameter("--workers writes each local worker's TF_CONFIG itself; unset TF_CONFIG, or drop "
+                                 "--workers to join the cluster that TF_CONFIG describes", param_hint="--workers")
+
+
+def _launch(config: Any, out: Path, workers: int, *, resume: bool, force: bool,
+            worker_timeout: Optional[float]) -> None:
+    """Run the job as ``workers`` local processes (``train-worker``), worker 0 the chief."""
+    import json
+    import logging
+    import sys
+    import tempfile
+
+    from edge_derm import progress
+    from edge_derm.errors import EdgeDermError
+    from edge_derm.training.launch import run_local_workers
+
+    spec = {"config": config.to_dict(), "out": str(Path(out).resolve()), "resume": resume, "force": force,
+            "worker_timeout": worker_timeout}
+    with tempfile.TemporaryDirectory(prefix="edge-derm-launch-") as tmp:
+        spec_path = Path(tmp) / "job.json"
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        root = ["--verbose"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []
+        root += [] if progress.enabled() else ["--quiet"]
+        command = [sys.executable, "-c", "from edge_derm.cli import entry; entry()", *root, "train-worker",
+                   str(spec_path)]
+        try:
+            code, message = run_local_workers(command, workers)
+        except KeyboardInterrupt:
+            raise _interrupted(out) from None
+    if message:
+        raise EdgeDermError(message)
+    if code:
+        raise typer.Exit(code)  # the chief has printed its own error line
+
+
+def train_worker(spec: Path = typer.Argument(..., help="Job file written by `edge-derm train --workers`.")) -> None:
+    """One local worker of `edge-derm train --workers N` (TF_CONFIG set by the launcher)."""
+    import json
+
+    from edge_derm.training.config import TrainConfig
+    from edge_derm.training.trainer import train as train_run
+
+    job = json.loads(spec.read_text(encoding="utf-8"))
+    config = TrainConfig.from_dict(job["config"])
+    out = Path(job["out"])
+    try:
+        result = train_run(config, out, resume=job["resume"], force=job["force"],
+                           worker_timeout=job.get("worker_timeout"))
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+    from edge_derm.training.distributed import cluster_from_env
+
+    if cluster_from_env().is_chief:
+        _summary(result)
 
 
 def _summary(result: dict[str, Any]) -> None:
@@ -248,5 +324,6 @@ def experiment(
 def register(app: typer.Typer) -> None:
     """Add ``train``, ``evaluate`` and ``experiment`` to the root app."""
     app.command("train")(train)
+    app.command("train-worker", hidden=True)(train_worker)
     app.command("evaluate")(evaluate)
     app.command("experiment")(experiment)

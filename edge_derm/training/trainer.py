@@ -137,9 +137,10 @@ def make_train_function(model, head_vars: list, backbone_vars: list, *, lr_head:
     return train_step
 
 
-def make_strategy(name: str):
+def make_strategy(name: str, **multiworker: Any):
     """``none`` -> the default strategy; ``mirrored`` -> all local GPUs (else all logical CPUs);
-    ``multiworker`` -> MultiWorkerMirroredStrategy (reads TF_CONFIG)."""
+    ``multiworker`` -> MultiWorkerMirroredStrategy (reads TF_CONFIG; ``multiworker`` are the keyword
+    arguments of :func:`edge_derm.training.distributed.make_multiworker_strategy`)."""
     from edge_derm.models._tf import tf
 
     if name == "none":
@@ -148,18 +149,10 @@ def make_strategy(name: str):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from edge_derm.training.distributed import cluster_from_env, make_multiworker_strategy
+
+        return make_multiworker_strategy(cluster_from_env(), **multiworker)
     raise ConfigError(f"unknown distribution {name!r}; use none, mirrored or multiworker")
-
-
-def _is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    if resolver.task_type == "chief":
-        return True
-    spec = resolver.cluster_spec().as_dict() if resolver.cluster_spec() else {}
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in spec
 
 
 # -- prediction --------------------------------------------------------------------------------
@@ -328,7 +321,8 @@ def save_model(model, path: Path) -> None:
 # -- training ----------------------------------------------------------------------------------
 
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
-          evaluate: bool = True, on_step_end: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+          evaluate: bool = True, on_step_end: Callable[[int, Any], None] | None = None,
+          worker_timeout: float | None = None) -> dict[str, Any]:
     """Train one run into ``out``; see :func:`_train`.
 
     A new run that fails before its first step is checkpointed leaves no folder behind (a skeleton
@@ -338,10 +332,11 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     out = Path(out)
     existed = out.exists() and (not out.is_dir() or any(out.iterdir()))
     try:
-        return _train(config, out, resume=resume, force=force, evaluate=evaluate, on_step_end=on_step_end)
+        return _train(config, out, resume=resume, force=force, evaluate=evaluate, on_step_end=on_step_end,
+                      worker_timeout=worker_timeout)
     except BaseException as exc:
         state_path = out / "checkpoints" / "state.json"
-        if not resume and not (existed and not force) and state_path.is_file():
+        if _writes_folder(config) and not resume and not (existed and not force) and state_path.is_file():
             try:
                 started = int(read_json(state_path).get("completed_step", -1)) >= 0
             except (ValueError, OSError, TypeError, AttributeError):
@@ -354,8 +349,21 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         raise
 
 
+def _writes_folder(config: TrainConfig) -> bool:
+    """Whether this process owns the run folder: always, except a non-chief multi-worker task."""
+    if config.distribute != "multiworker":
+        return True
+    from edge_derm.training.distributed import cluster_from_env
+
+    try:
+        return cluster_from_env().is_chief
+    except ConfigError:
+        return False
+
+
 def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool = False,
-           evaluate: bool = True, on_step_end: Callable[[int, Any], None] | None = None) -> dict[str, Any]:
+           evaluate: bool = True, on_step_end: Callable[[int, Any], None] | None = None,
+           worker_timeout: float | None = None) -> dict[str, Any]:
     """Train one run into ``out`` (block-wise schedule, a checkpoint per step, final evaluation).
 
     Args:
@@ -364,7 +372,13 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
         resume: Continue after the last completed step of an existing run with the same config.
         force: Replace an existing run folder.
         evaluate: Evaluate the final model on the last dataset's test split (metrics.json, report.md).
-        on_step_end: Called as ``on_step_end(step, model)`` after each step's checkpoint (tests).
+        on_step_end: Called as ``on_step_end(step, model)`` after each step's checkpoint (tests; under
+            ``multiworker`` on every worker, so it may read the weights).
+        worker_timeout: ``multiworker``: seconds to wait for every worker to join (default
+            :data:`edge_derm.training.distributed.JOIN_TIMEOUT`).
+
+    Under ``distribute = "multiworker"`` (TF_CONFIG) only the chief writes ``out``; the other workers
+    read it only to resume (so ``out`` must be on storage they share) and write nothing anywhere.
 
     Returns:
         ``{"out", "metrics" (or None), "history", "train_images_per_s" (warm-up batches excluded),
@@ -373,11 +387,19 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
     Raises:
         ConfigError, DataError, OutputExistsError: Bad options, data or folder.
         TrainingError: A non-finite loss (the last good checkpoint is kept).
+        WorkerLostError: ``multiworker``: another worker stopped answering (the completed steps are kept).
     """
     from edge_derm.models import build_classifier, count_params, get_spec, load_model
     from edge_derm.models._tf import keras, tf
 
     out = Path(out)
+    multi = config.distribute == "multiworker"
+    cluster = None
+    if multi:
+        from edge_derm.training import distributed
+
+        cluster = distributed.cluster_from_env()  # a malformed TF_CONFIG fails before anything is read or written
+    chief = cluster.is_chief if cluster is not None else True
     spec = get_spec(config.backbone)
     if config.weights == "none" and config.unfreeze == "blockwise":
         _log.warning("training from random weights with the block-wise schedule: the backbone is frozen at "
@@ -403,7 +425,12 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
     rc = run_config(config, data)
     if not resume:
         check_not_input(out, train_inputs(config, data))
-    state = _prepare_folder(out, rc, resume=resume, force=force)
+    if chief or resume:  # resuming only reads the folder; a new run's folder is the chief's alone
+        state = _prepare_folder(out, rc, resume=resume, force=force)
+    else:
+        if force and resume:
+            raise ConfigError("--resume and --force contradict each other; pass one")
+        state = {"completed_step": -1, "history": [], "complete": False, "train_seconds": 0.0, "train_images": 0}
     ckpt_dir = out / "checkpoints"
     with_val = data.val is not None
 
@@ -414,10 +441,16 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
                 "params": read_json(out / "config.json").get("params"), "train_images_per_s": _rate(state),
                 "replicas": None}
 
+    if multi:
+        # Before any other TensorFlow op (MultiWorkerMirroredStrategy configures the runtime for the cluster).
+        fresh = chief and not resume and int(state["completed_step"]) < 0
+        timeouts = {"join_timeout": worker_timeout} if worker_timeout is not None else {}
+        strategy = make_strategy("multiworker", on_timeout=(lambda: shutil.rmtree(out, ignore_errors=True))
+                                 if fresh else None, **timeouts)
+    else:
+        strategy = make_strategy(config.distribute)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = make_strategy(config.distribute)
-    chief = _is_chief(strategy)
     start = int(state["completed_step"]) + 1
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -437,6 +470,11 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
     n_classes = len(data.classes)
     batch = config.batch_size or n_classes * config.batch_multiple
     spe = config.steps_per_epoch or steps_per_epoch(len(data.train[0]), batch)
+    if multi:
+        distributed.check_global_batch(batch, int(strategy.num_replicas_in_sync))
+        _log.info("%s: global batch %d, %d image(s) per replica", cluster.describe(), batch,
+                  batch // int(strategy.num_replicas_in_sync))
+    local = model  # the model that validates, re-estimates BatchNorm and is saved (multiworker: a plain clone)
     history: list[dict[str, Any]] = list(state["history"])
     best = state.get("best")  # {"step", "epoch", "val_macro_f1"} of the epoch kept by select_best
     best_weights = None
@@ -445,112 +483,168 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
         raise TrainingError(f"{best_path} (the best epoch so far) is missing; start again with --force")
     select = bool(config.select_best and with_val)
     steps = config.steps()
-    for k in range(start, config.n_steps):
-        block, n_epochs = steps[k]["block"], steps[k]["epochs"]
-        keras.utils.set_random_seed(config.seed + k)
-        total = spe * n_epochs
-        with strategy.scope():
-            head_vars, bb_vars = apply_schedule(model, spec, steps[k]["level"])
-            warm = int(round(config.warmup_epochs * spe))
-            head_lr = lr_schedule(config.lr_head, config.lr_schedule, total, warm)
-            step_fn = make_train_function(
-                model, head_vars, bb_vars,
-                lr_head=head_lr,
-                lr_backbone=lr_schedule(config.lr_backbone, config.lr_schedule, total, warm),
-                global_batch=batch, label_smoothing=config.label_smoothing, strategy=strategy)
-        momentum = FULL_BN_MOMENTUM if config.unfreeze == "full" else config.bn_momentum
-        momenta = _set_bn_momentum(model, momentum) if momentum else {}
-        ds = make_dataset(data.train[0], data.train[1], n_classes, config.image_size, training=True,
-                          batch_size=batch, augment=_augment(config),
-                          resize_mode=config.resize_mode, seed=config.seed + k)
-        iterator = iter(strategy.experimental_distribute_dataset(ds))
-        label = f"step {k + 1}/{config.n_steps} ({block})" if config.n_steps > 1 else f"training ({block} layers)"
-        for epoch in range(1, n_epochs + 1):
-            losses, correct, seen, t0 = [], 0.0, 0, time.perf_counter()
-            with progress.task(f"{label} epoch {epoch}/{n_epochs}", total=spe) as advance:
-                for b in range(spe):
-                    loss, corr = step_fn(next(iterator))
-                    loss = float(loss)
-                    if not math.isfinite(loss):
-                        last = f"checkpoints/step_{k - 1}.keras" if k > 0 else "none (step 0 did not finish)"
-                        raise TrainingError(
-                            f"loss became {loss} at step {k} (block {block}), epoch {epoch}, batch {b + 1}; "
-                            f"training stopped, the last good checkpoint is {last}; "
-                            "lower the learning rates or check the data")
-                    losses.append(loss)
-                    correct += float(corr)
-                    if epoch == 1 and b == 0:
-                        t0 = time.perf_counter()  # the first batch of a step traces the function: warm-up
-                    else:
-                        seen += batch
-                    advance(1)
-            state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - t0
-            state["train_images"] = state.get("train_images", 0) + seen
-            if config.bn_recalibration:
-                # Before validation, so the epoch is judged (and kept) with the statistics it will ship with.
-                with strategy.scope():
-                    recalibrate_batchnorm(model, data, config)
-            row: dict[str, Any] = {"step": k, "block": block, "epoch": epoch,
-                                   "lr_end": float(head_lr(epoch * spe - 1)) if callable(head_lr) else float(head_lr),
-                                   "loss": float(np.mean(losses)), "accuracy": correct / (batch * len(losses))}
-            if with_val:
-                probs = predict(model, data.val[0], config.image_size, config.resize_mode, description="validating")
-                row["val_loss"], row["val_accuracy"] = _loss_accuracy(probs, data.val[1])
-                row["val_macro_f1"] = _macro_f1(probs, data.val[1])
-                if select and (best is None or row["val_macro_f1"] > best["val_macro_f1"]):
-                    best = {"step": k, "epoch": epoch, "val_macro_f1": row["val_macro_f1"],
-                            "file": f"best_step{k}.weights.h5"}
-                    best_weights = [w.copy() for w in model.get_weights()]
-            history.append(row)
-            _log.info("step %d [%s] epoch %d: %s", k, block, epoch, row)
-        _restore_bn_momentum(model, momenta)
-        # Checkpoint first, then the state that points at it: a crash in between keeps the old state.
-        target = ckpt_dir if chief else Path(tempfile.mkdtemp())
-        save_model(model, target / f"step_{k}.keras")
-        old_best = best_path
-        if best_weights is not None:
-            # Every worker takes part (reading the weights may be a collective); only the chief's file counts.
-            best_path = _save_weights(model, best_weights, (target if chief else Path(tempfile.mkdtemp()))
-                                      / best["file"])
-            best_weights = None
-        if chief:
-            # A new file name per step, then the state that points at it: a crash in between keeps the old pair.
-            state.update(completed_step=k, history=history, best=best)
-            write_json(ckpt_dir / "state.json", state)
-            write_history(out / "history.csv", history, with_val)
-            if old_best is not None and best_path is not None and old_best != best_path:
-                old_best.unlink(missing_ok=True)
-        if on_step_end is not None:
-            on_step_end(k, model)
+    where = f"step {start}"
+    try:
+        for k in range(start, config.n_steps):
+            block, n_epochs = steps[k]["block"], steps[k]["epochs"]
+            keras.utils.set_random_seed(config.seed + k)
+            total = spe * n_epochs
+            where = f"the start of step {k} (block {block})"
+            with strategy.scope():
+                head_vars, bb_vars = apply_schedule(model, spec, steps[k]["level"])
+                warm = int(round(config.warmup_epochs * spe))
+                head_lr = lr_schedule(config.lr_head, config.lr_schedule, total, warm)
+                step_fn = make_train_function(
+                    model, head_vars, bb_vars,
+                    lr_head=head_lr,
+                    lr_backbone=lr_schedule(config.lr_backbone, config.lr_schedule, total, warm),
+                    global_batch=batch, label_smoothing=config.label_smoothing, strategy=strategy)
+            if multi:
+                local = distributed.local_copy(model)  # this step's trainable flags, the backbone's BN momentum
+                # BatchNorm layers that train normalise with the global batch's statistics, as on one worker.
+                distributed.sync_batchnorm(model, True)
+            momentum = FULL_BN_MOMENTUM if config.unfreeze == "full" else config.bn_momentum
+            momenta = _set_bn_momentum(model, momentum) if momentum else {}
 
-    if select and best is not None:
-        if best_weights is None and best_path is not None:
-            model.load_weights(str(best_path))
-        elif best_weights is not None:
-            model.set_weights(best_weights)
-        _log.info("kept step %d epoch %d (best validation macro F1 %.3f)", best["step"], best["epoch"],
-                  best["val_macro_f1"])
-    # Every worker predicts (a collective under MultiWorkerMirroredStrategy); only the chief writes.
-    calibration = _calibrate(model, data, config, out if chief else None)
-    if chief:
-        rc = read_json(out / "config.json")
-        rc["selected"] = ({"by": "val_macro_f1", **best} if select and best is not None
-                          else {"by": "last epoch", "step": config.n_steps - 1, "epoch": steps[-1]["epochs"]})
-        rc["calibration"] = calibration
-        rc["validation"] = {"source": data.val_source, "n": len(data.val[0]) if with_val else 0,
-                            "fraction": config.val_fraction if data.val_source == "carved" else None}
-        write_json(out / "config.json", rc)
+            def make_train_ds(seed: int = config.seed + k):
+                return make_dataset(data.train[0], data.train[1], n_classes, config.image_size, training=True,
+                                    batch_size=batch, augment=_augment(config),
+                                    resize_mode=config.resize_mode, seed=seed)
+
+            if multi:
+                iterator = iter(distributed.distribute_sharded(strategy, make_train_ds, batch))
+            else:
+                iterator = iter(strategy.experimental_distribute_dataset(make_train_ds()))
+            label = f"step {k + 1}/{config.n_steps} ({block})" if config.n_steps > 1 else f"training ({block} layers)"
+            new_best = False
+            for epoch in range(1, n_epochs + 1):
+                losses, correct, seen, t0 = [], 0.0, 0, time.perf_counter()
+                with progress.task(f"{label} epoch {epoch}/{n_epochs}", total=spe) as advance:
+                    for b in range(spe):
+                        where = f"step {k} (block {block}), epoch {epoch}, batch {b + 1}"
+                        loss, corr = step_fn(next(iterator))
+                        loss = float(loss)
+                        if not math.isfinite(loss):
+                            last = f"checkpoints/step_{k - 1}.keras" if k > 0 else "none (step 0 did not finish)"
+                            raise TrainingError(
+                                f"loss became {loss} at {where}; "
+                                f"training stopped, the last good checkpoint is {last}; "
+                                "lower the learning rates or check the data")
+                        losses.append(loss)
+                        correct += float(corr)
+                        if epoch == 1 and b == 0:
+                            t0 = time.perf_counter()  # the first batch of a step traces the function: warm-up
+                        else:
+                            seen += batch
+                        advance(1)
+                state["train_seconds"] = state.get("train_seconds", 0.0) + time.perf_counter() - t0
+                state["train_images"] = state.get("train_images", 0) + seen
+                where = f"step {k} (block {block}), end of epoch {epoch}"
+                if multi:
+                    distributed.sync_batchnorm(model, False)
+                    distributed.sync_into(local, model)  # every worker, together
+                    if config.bn_recalibration:
+                        # The same seeded batches on every worker: identical statistics, then shared back.
+                        recalibrate_batchnorm(local, data, config)
+                        model.set_weights(local.get_weights())
+                    distributed.sync_batchnorm(model, True)
+                elif config.bn_recalibration:
+                    # Before validation, so the epoch is judged (and kept) with the statistics it will ship with.
+                    with strategy.scope():
+                        recalibrate_batchnorm(model, data, config)
+                row: dict[str, Any] = {"step": k, "block": block, "epoch": epoch,
+                                       "lr_end": float(head_lr(epoch * spe - 1)) if callable(head_lr) else float(head_lr),
+                                       "loss": float(np.mean(losses)), "accuracy": correct / (batch * len(losses))}
+                if with_val:
+                    probs = predict(local, data.val[0], config.image_size, config.resize_mode, description="validating")
+                    row["val_loss"], row["val_accuracy"] = _loss_accuracy(probs, data.val[1])
+                    row["val_macro_f1"] = _macro_f1(probs, data.val[1])
+                    if select and (best is None or row["val_macro_f1"] > best["val_macro_f1"]):
+                        best = {"step": k, "epoch": epoch, "val_macro_f1": row["val_macro_f1"],
+                                "file": f"best_step{k}.weights.h5"}
+                        best_weights = [w.copy() for w in local.get_weights()]
+                        new_best = True
+                history.append(row)
+                _log.info("step %d [%s] epoch %d: %s", k, block, epoch, row)
+            if multi:
+                distributed.sync_batchnorm(model, False)
+            _restore_bn_momentum(model, momenta)
+            old_best = best_path
+            if chief:
+                # Checkpoint first, then the state that points at it: a crash in between keeps the old state.
+                save_model(local, ckpt_dir / f"step_{k}.keras")
+            if new_best:
+                best_path = ckpt_dir / best["file"]
+                if chief:
+                    _save_weights(local, best_weights, best_path)
+                # Multiworker: every worker keeps the best weights in memory (the chief's file may not be written,
+                # or visible, when another worker needs it); one worker: the file is enough.
+                best_weights = best_weights if multi else None
+            state.update(completed_step=k, history=history, best=best)
+            if chief:
+                # A new file name per step, then the state that points at it: a crash in between keeps the old pair.
+                write_json(ckpt_dir / "state.json", state)
+                write_history(out / "history.csv", history, with_val)
+                if old_best is not None and best_path is not None and old_best != best_path:
+                    old_best.unlink(missing_ok=True)
+            if on_step_end is not None:
+                on_step_end(k, model)
+
+        where = "the end of training"
+        if multi and local is model:  # nothing left to train (resumed after the last step): copy once
+            local = distributed.local_copy(model)
+            distributed.sync_into(local, model)
+        if select and best is not None:
+            if best_weights is None and best_path is not None:
+                local.load_weights(str(best_path))
+            elif best_weights is not None:
+                local.set_weights(best_weights)
+            _log.info("kept step %d epoch %d (best validation macro F1 %.3f)", best["step"], best["epoch"],
+                      best["val_macro_f1"])
+    except Exception as exc:
+        if multi and distributed.is_connection_error(exc):
+            raise _worker_lost(exc, out, where, resume, state) from None
+        raise
+    replicas = int(strategy.num_replicas_in_sync)
+    if not chief:
+        # Every collective is behind us: the chief calibrates, saves and evaluates its local copy alone.
+        _log.info("%s: training finished; the chief writes the run folder", cluster.describe())
+        return {"out": out, "metrics": None, "history": history, "params": rc["params"],
+                "train_images_per_s": _rate(state), "replicas": replicas}
+    calibration = _calibrate(local, data, config, out)
+    rc = read_json(out / "config.json")
+    rc["selected"] = ({"by": "val_macro_f1", **best} if select and best is not None
+                      else {"by": "last epoch", "step": config.n_steps - 1, "epoch": steps[-1]["epochs"]})
+    rc["calibration"] = calibration
+    rc["validation"] = {"source": data.val_source, "n": len(data.val[0]) if with_val else 0,
+                        "fraction": config.val_fraction if data.val_source == "carved" else None}
+    if multi:
+        rc["distributed"] = {"strategy": "MultiWorkerMirroredStrategy", "workers": cluster.num_workers,
+                             "replicas": replicas, "global_batch": batch, "per_replica_batch": batch // replicas,
+                             "batchnorm": "synchronised over the global batch while a block trains"}
+    write_json(out / "config.json", rc)
 
     metrics = None
-    if chief:
-        save_model(model, out / "model.keras")
-        _plot_history(history, out / "history.png")
-        if evaluate:
-            metrics = evaluate_model(model, data, config, out, calibration=calibration)
-        state["complete"] = True
-        write_json(ckpt_dir / "state.json", state)
+    save_model(local, out / "model.keras")
+    _plot_history(history, out / "history.png")
+    if evaluate:
+        metrics = evaluate_model(local, data, config, out, calibration=calibration)
+    state["complete"] = True
+    write_json(ckpt_dir / "state.json", state)
     return {"out": out, "metrics": metrics, "history": history, "params": rc["params"],
-            "train_images_per_s": _rate(state), "replicas": int(strategy.num_replicas_in_sync)}
+            "train_images_per_s": _rate(state), "replicas": replicas}
+
+
+def _worker_lost(exc: BaseException, out: Path, where: str, resume: bool, state: dict[str, Any]):
+    """The one-line error when another worker stops answering mid-training."""
+    from edge_derm.training.distributed import WorkerLostError, first_line
+
+    done = int(state.get("completed_step", -1))
+    if done >= 0 or resume:
+        keep = (f"steps up to {done} are kept in {out}: restart every worker with the same command and --resume")
+    else:
+        keep = "no step had finished, so nothing was kept: restart every worker with the same command"
+    return WorkerLostError(f"lost contact with another worker at {where} ({first_line(exc)}); {keep}")
 
 
 #: The traced training-mode forward pass of the model being recalibrated (one entry: the current model and step).
