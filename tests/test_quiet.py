@@ -36,3 +36,15 @@ def test_train_and_convert_print_only_our_own_lines(tmp_path):
     code, verbose = _stderr_lines(["--verbose", "convert", str(run), "--quantize", "int8", "--keep-failed",
                                    "--calibration-size", "4", "--out", str(tmp_path / "v")])
     assert any("fully_quantize" in ln or "UserWarning" in ln or "INFO" in ln for ln in verbose), verbose[-10:]
+
+
+def test_an_unexpected_fault_still_shows_its_traceback():
+    """The console script leaves with os._exit after a failed TensorFlow command (no hang on tf.data
+    threads); a bug's traceback must be printed before that, not swallowed."""
+    code = ("import sys, types; sys.modules.setdefault('tensorflow', types.ModuleType('tensorflow'))\n"
+            "import edge_derm.cli as cli\n"
+            "def broken(argv=None):\n    raise RuntimeError('boom from a bug')\n"
+            "cli.main = broken\ncli.entry()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr and "RuntimeError: boom from a bug" in proc.stderr

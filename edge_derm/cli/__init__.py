@@ -146,6 +146,10 @@ def entry() -> None:  # pragma: no cover - thin wrapper
     code = 1
     try:
         code = main()
+    except Exception:  # noqa: BLE001 - a bug, not bad input: its traceback is the report, printed before os._exit
+        import traceback
+
+        traceback.print_exc()
     finally:
         if code != 0 and "tensorflow" in sys.modules:
             # After a failed TensorFlow command, interpreter shutdown can block on tf.data's worker threads
