@@ -303,9 +303,10 @@ def _inspect_bytes(buf: bytes, label: str) -> ModelInfo:
     except (_Corrupt, struct.error, IndexError, OverflowError, ValueError) as exc:
         raise ModelError(f"{label} is not a valid .tflite model ({exc}); it may be truncated or corrupt, "
                          "convert it again") from None
-    if METADATA_NAME in info.metadata and STANDARD_METADATA_NAME in info.metadata:
-        # edge-derm zips the standard metadata's label files onto the end: a cut there leaves the
-        # flatbuffer sound, so the archive is what tells that the file is incomplete
+    if STANDARD_METADATA_NAME in info.metadata and _archive_started(buf):
+        # the standard metadata's label files are zipped onto the end: a cut there leaves the flatbuffer
+        # sound, so the archive is what tells that the file is incomplete (a tool that rewrote the model
+        # and dropped the archive altogether, e.g. a quantiser, leaves no archive to check)
         import io
         import zipfile
 
@@ -318,6 +319,17 @@ def _inspect_bytes(buf: bytes, label: str) -> ModelInfo:
             raise ModelError(f"{label}: the labels archive at the end of the file is damaged ({bad}); it may be "
                              "truncated, convert it again")
     return info
+
+
+def _archive_started(buf: bytes) -> bool:
+    """Whether a zip entry for ``labels.txt`` (the first associated file) begins somewhere in ``buf``:
+    its local header is ``PK\\x03\\x04`` and 26 bytes of fields before the name."""
+    at = buf.rfind(b"labels.txt")
+    while at >= 30:
+        if buf[at - 30:at - 26] == b"PK\x03\x04":
+            return True
+        at = buf.rfind(b"labels.txt", 0, at)
+    return False
 
 
 def inspect_tflite(model: str | Path | bytes) -> ModelInfo:
