@@ -1,13 +1,16 @@
 """Multi-worker training with real worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy over gRPC).
 
-Every worker is a subprocess (a TensorFlow runtime joins one cluster per process); all traffic stays on
-the loopback interface (ports picked free by the OS), and every process is killed in ``finally``.
+Every worker is a subprocess (a TensorFlow runtime joins one cluster per process) in its own session.
+The workers dial each other at 127.0.0.1, so their traffic stays on the loopback interface, but each
+worker's gRPC server listens on all interfaces (TensorFlow binds ``0.0.0.0:port``; it has no bind-address
+option) for the few seconds a test runs. Every process group a test starts is killed in ``finally``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -51,26 +54,23 @@ def _env(tf_config: str | None, **extra: str) -> dict[str, str]:
     return env
 
 
+def _popen(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
+    """A process in its own session, so :func:`_kill` can stop it and everything it started."""
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+
+
 def _kill(procs: list[subprocess.Popen]) -> None:
     for p in procs:
-        if p.poll() is None:
-            p.kill()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         p.wait()
 
 
 def _result(stdout: str) -> dict:
     return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
-
-
-def _run_worker_script(data: str, out: Path, dump: Path) -> dict:
-    ns: dict = {}
-    argv = sys.argv
-    try:
-        sys.argv = ["worker", data, str(out), str(dump), "none"]
-        exec(WORKER, ns)
-    finally:
-        sys.argv = argv
-    return ns["RESULT"]
 
 
 def _weights(path: Path) -> list[np.ndarray]:
@@ -94,20 +94,19 @@ def test_two_workers_agree_with_one_worker_and_only_the_chief_writes(tr_datasets
     procs = []
     try:
         procs = [
-            subprocess.Popen([sys.executable, "-c", WORKER, data, str(out), str(tmp_path / "w0"), "multiworker"],
-                             env=_env(configs[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-            subprocess.Popen([sys.executable, "-c", WORKER, data, str(other_out), str(tmp_path / "w1"), "multiworker"],
-                             env=_env(configs[1], TMPDIR=str(worker1_tmp)), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True),
+            _popen([sys.executable, "-c", WORKER, data, str(out), str(tmp_path / "w0"), "multiworker"],
+                   _env(configs[0])),
+            _popen([sys.executable, "-c", WORKER, data, str(other_out), str(tmp_path / "w1"), "multiworker"],
+                   _env(configs[1], TMPDIR=str(worker1_tmp))),
+            # The one-worker run of the same job, in its own process (its seeds and op determinism stay there).
+            _popen([sys.executable, "-c", WORKER, data, str(single), str(tmp_path / "s"), "none"], _env(None)),
         ]
-        # The one-worker run of the same job, in this process while the workers run.
-        one = _run_worker_script(data, single, tmp_path / "s")
         outputs = [p.communicate(timeout=240) for p in procs]
     finally:
         _kill(procs)
     for p, (stdout, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr[-3000:]
-    chief, worker = (_result(o[0]) for o in outputs)
+    chief, worker, one = (_result(o[0]) for o in outputs)
     assert chief["replicas"] == worker["replicas"] == 2 and one["replicas"] == 1
     np.testing.assert_allclose(chief["loss"], one["loss"], rtol=1e-5)
     assert chief["loss"] == worker["loss"]
@@ -137,8 +136,7 @@ def test_killed_worker_stops_the_chief_and_the_run_resumes(tr_datasets, tmp_path
     configs = local_tf_configs(2)
     procs = []
     try:
-        procs = [subprocess.Popen(CLI + args, env=_env(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for c in configs]
+        procs = [_popen(CLI + args, _env(c)) for c in configs]
         step0 = out / "checkpoints" / "step_0.keras"
         deadline = time.monotonic() + 180
         while not step0.is_file() and time.monotonic() < deadline and procs[0].poll() is None:
@@ -158,32 +156,35 @@ def test_killed_worker_stops_the_chief_and_the_run_resumes(tr_datasets, tmp_path
     assert state["completed_step"] == 0 and not state["complete"] and not (out / "model.keras").exists()
 
     # Resume with the local launcher (two fresh workers): the run finishes from step 1.
-    proc = subprocess.run(CLI + args[:1] + ["train"] + args[2:] + ["--resume", "--workers", "2"],
-                          env=_env(None), capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _popen(CLI + args[:1] + ["train"] + args[2:] + ["--resume", "--workers", "2"], _env(None))
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        _kill([proc])
+    assert proc.returncode == 0, stderr[-3000:]
     state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert state["complete"] and [r["step"] for r in state["history"]] == [0, 1]
-    assert (out / "model.keras").is_file() and "run: " in proc.stdout
+    assert (out / "model.keras").is_file() and "run: " in stdout
 
 
 def test_unreachable_worker_is_a_one_line_error_not_a_hang(tr_datasets, tmp_path):
     out = tmp_path / "lonely run"
     config = local_tf_configs(2)[0]  # worker 1 never starts
     start = time.monotonic()
-    proc = subprocess.Popen(CLI + ["--quiet", "train", "--data", str(tr_datasets["plain"]), "--out", str(out),
-                                   "--backbone", "tiny", "--image-size", "24", "--weights", "none",
-                                   "--distribute", "multiworker", "--worker-timeout", "3"],
-                            env=_env(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _popen(CLI + ["--quiet", "train", "--data", str(tr_datasets["plain"]), "--out", str(out),
+                         "--backbone", "tiny", "--image-size", "24", "--weights", "none",
+                         "--distribute", "multiworker", "--worker-timeout", "3"], _env(config))
     try:
-        _, stderr = proc.communicate(timeout=90)
+        _, stderr = proc.communicate(timeout=60)
     finally:
         _kill([proc])
-    assert proc.returncode == 1
+    assert proc.returncode == 1, stderr[-2000:]
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     port = json.loads(config)["cluster"]["worker"][1]
     assert len(errors) == 1 and f"worker 1 at {port} did not answer" in errors[0], stderr[-2000:]
-    assert time.monotonic() - start < 80
-    assert not out.exists()  # the chief's new folder is removed again
+    assert stderr.count("did not answer") == 1  # reported once (no logged ERROR besides the error line)
+    assert time.monotonic() - start < 45
+    assert not out.exists()  # the folder is created only once the cluster has formed
 
 
 @pytest.mark.parametrize("tf_config, expected", [
@@ -232,3 +233,197 @@ def test_workers_option_needs_multiworker(tr_datasets, tmp_path, capsys):
     code = main(["--quiet", "train", "--data", str(tr_datasets["plain"]), "--out", str(tmp_path / "x"),
                  "--backbone", "tiny", "--workers", "2"])
     assert code == 1 and "--distribute multiworker" in capsys.readouterr().err
+
+
+def test_chief_stopped_mid_run_stops_the_other_worker_and_keeps_a_consistent_folder(tr_datasets, tmp_path):
+    """SIGTERM to the chief mid-step 1 (TensorFlow's SIGTERM handler must not swallow it): the chief cleans up
+    (exit 130), the other worker notices within the heartbeat time-out with one error line, and the run
+    folder holds step 0, ready for --resume."""
+    out = tmp_path / "chief stopped"
+    args = ["--quiet", "train", "--data", str(tr_datasets["plain"]), "--out", str(out), "--backbone", "tiny",
+            "--image-size", "24", "--weights", "none", "-e", "1", "--blocks", "1", "--steps-per-epoch", "200",
+            "--batch-multiple", "2", "--bn-recalibration", "0", "--val-fraction", "0", "--no-calibrate",
+            "--distribute", "multiworker"]
+    configs = local_tf_configs(2)
+    procs = []
+    try:
+        procs = [_popen(CLI + args, _env(c)) for c in configs]
+        step0 = out / "checkpoints" / "step_0.keras"
+        deadline = time.monotonic() + 120
+        while not step0.is_file() and time.monotonic() < deadline and procs[0].poll() is None:
+            time.sleep(0.1)
+        assert step0.is_file(), procs[0].communicate(timeout=30)[1][-3000:]
+        time.sleep(1.0)
+        procs[0].send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, chief_err = procs[0].communicate(timeout=30)
+        chief_s = time.monotonic() - stopped
+        _, worker_err = procs[1].communicate(timeout=45)
+        worker_s = time.monotonic() - stopped
+    finally:
+        _kill(procs)
+    assert procs[0].returncode == 130 and chief_s < 20, chief_err[-2000:]
+    chief_errors = [line for line in chief_err.splitlines() if line.startswith("error:")]
+    assert len(chief_errors) == 1 and "interrupted" in chief_errors[0] and "--resume" in chief_errors[0], chief_err
+    assert procs[1].returncode == 1, worker_err[-2000:]
+    errors = [line for line in worker_err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "lost contact with another worker" in errors[0], worker_err[-2000:]
+    assert worker_s < 40  # heartbeat time-out (10 s) plus shutdown, not a hang
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["completed_step"] == 0 and not state["complete"] and not (out / "model.keras").exists()
+    assert json.loads((out / "config.json").read_text())["config_hash"]
+
+
+# -- the local launcher, with stand-in workers (no TensorFlow) -----------------------------------------
+
+FAKE = textwrap.dedent("""
+    import json, os, signal, subprocess, sys, time
+    i = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    role = json.loads(os.environ["FAKE_ROLES"])[i]
+    mark = os.environ["FAKE_DIR"] + f"/w{i}"
+    if role == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if role == "fail":
+        time.sleep(0.5)
+        sys.stderr.write(f"error: worker {i} broke\\n")
+        sys.exit(1)
+    if role == "child":  # leaves a grandchild in its process group
+        c = subprocess.Popen(["sleep", "300"])
+        open(mark + ".child", "w").write(str(c.pid))
+    if role == "cleanup":  # counts SIGINTs and takes 1 s to clean up
+        got = []
+        def on_int(*_):
+            got.append(1)
+            open(mark + ".sigint", "a").write("x")
+        signal.signal(signal.SIGINT, on_int)
+        open(mark + ".ready", "w").write("")
+        while not got:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        open(mark + ".clean", "w").write("")
+        sys.exit(0)
+    time.sleep(300)
+""")
+
+
+def _fake_run(tmp_path, roles, **kw):
+    from edge_derm.training.launch import run_local_workers
+
+    old = {k: os.environ.get(k) for k in ("FAKE_ROLES", "FAKE_DIR", "TF_CONFIG")}
+    os.environ.update(FAKE_ROLES=json.dumps(roles), FAKE_DIR=str(tmp_path))
+    start = time.monotonic()
+    try:
+        return run_local_workers([sys.executable, "-c", FAKE], len(roles), **kw), time.monotonic() - start
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_launcher_names_a_chief_killed_by_a_signal_and_stops_the_others_at_once(tmp_path):
+    run, took = _fake_run(tmp_path, ["sigkill", "sleep"], grace=30, stop_wait=2)
+    assert run.code == 1 and run.codes[0] == -signal.SIGKILL
+    assert run.message.startswith("worker 0 (the chief) was killed by SIGKILL"), run.message
+    assert took < 10  # not the 30 s grace
+
+
+def test_launcher_reports_the_first_failing_worker_and_kills_its_process_group(tmp_path):
+    run, took = _fake_run(tmp_path, ["child", "fail"], grace=1, stop_wait=2)
+    # worker 1 failed first; the chief (which here never notices) was stopped after the grace period
+    assert run.code == 1 and "worker 1 failed (exit 1): worker 1 broke" in run.message, run.message
+    grandchild = int((tmp_path / "w0.child").read_text())
+    time.sleep(0.2)
+    assert not _alive(grandchild)  # the chief's whole process group is gone (no orphan)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie that no init reaps in a container counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_launcher_chief_error_line_is_its_own(tmp_path):
+    run, took = _fake_run(tmp_path, ["fail", "sleep"], grace=30, stop_wait=2)
+    assert run.code == 1 and run.message is None and run.first_failure is None  # the chief printed its line
+    assert took < 10
+
+
+def test_launcher_ctrl_c_lets_the_workers_clean_up(tmp_path):
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        os.environ.update(FAKE_ROLES=json.dumps(["cleanup", "cleanup"]), FAKE_DIR={str(tmp_path)!r})
+        from edge_derm.training.launch import run_local_workers
+        try:
+            run_local_workers([sys.executable, "-c", {FAKE!r}], 2, grace=20, stop_wait=2)
+        except KeyboardInterrupt:
+            print("INTERRUPTED")
+    """)
+    proc = _popen([sys.executable, "-c", script], _env(None))
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"w{i}.ready").exists() for i in (0, 1)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # the launcher alone, as a terminal's Ctrl-C reaches only its session
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        _kill([proc])
+    assert "INTERRUPTED" in stdout
+    for i in (0, 1):  # one SIGINT each, and time to finish their cleanup
+        assert (tmp_path / f"w{i}.sigint").read_text() == "x" and (tmp_path / f"w{i}.clean").exists()
+
+
+def test_plan_with_multiworker_is_refused(tmp_path, capsys):
+    from edge_derm.cli import main
+
+    for extra in ([], ["--workers", "2"]):
+        code = main(["--quiet", "train", "--plan", "o", "--out", str(tmp_path / "p"), "--distribute", "multiworker",
+                     *extra])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("error:") == 1 and "--plan cannot run with --distribute multiworker" in err
+        assert not (tmp_path / "p").exists()
+
+
+def test_connection_errors_are_only_lost_peers():
+    import tensorflow as tf
+
+    from edge_derm.training.distributed import _timed_out_tasks, is_connection_error
+
+    assert is_connection_error(tf.errors.UnavailableError(None, None, "Socket closed"))
+    assert is_connection_error(tf.errors.CancelledError(
+        None, None, "Collective ops is aborted by: Task /job:worker/task:1 stopped sending heartbeats"))
+    assert not is_connection_error(tf.errors.CancelledError(None, None, "Iterator was cancelled"))
+    assert not is_connection_error(tf.errors.InvalidArgumentError(None, None, "CoordinationService: bad key"))
+    assert not is_connection_error(tf.errors.AbortedError(None, None, "checkpoint write aborted"))
+    assert not is_connection_error(ValueError("unhealthy"))
+    msg = ("Barrier timed out. Id: [Init]Wait_for_all_tasks_to_register::0. The first task at the barrier: "
+           "/job:worker/replica:0/task:0. Some timed out task names:\n/job:worker/replica:0/task:1\n")
+    assert _timed_out_tasks(msg) == [("worker", 1)]
+
+
+def test_benchmark_report_claims_follow_the_measurements():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "measure_multiworker.py"
+    spec = importlib.util.spec_from_file_location("measure_multiworker_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    proc = {"train_loop_s": 1.0, "loss": [1.0, 0.5]}
+    doc = {"command": "x", "job": "recorded job", "machine": {"cpu": "cpu", "cores_available": 4, "flags": [],
+                                                               "load_average_1_5_15": [0.1, 0.1, 0.1]},
+           "runs": [{"workers": 1, "wall_s": 20.0, "processes": [proc]},
+                    {"workers": 2, "wall_s": 10.0, "processes": [proc], "non_chief_out_written": False}],
+           "weight_diff": [{"step": 0, "trains": "head", "workers_0_vs_1": 2e-7, "two_vs_one": 1e-6},
+                           {"step": 1, "trains": "b3", "workers_0_vs_1": 0.0, "two_vs_one": 1e-6}]}
+    text = bench.markdown(doc)
+    assert "bit-identical" not in text and "up to 2.0e-07" in text
+    assert "No speed-up" not in text and "2.00x faster" in text and "Job: recorded job." in text
+    assert "26" not in text and "13" not in text
+    doc["weight_diff"][0]["workers_0_vs_1"] = 0.0
+    doc["runs"][1]["wall_s"] = 30.0
+    doc["job_facts"] = {"classes": 5, "images_per_class": 3, "image_px": 48, "input_px": 32, "steps_per_epoch": 4,
+                        "global_batch": 10, "per_worker_batch": 5, "workers": 2}
+    text = bench.markdown(doc)
+    assert "bit-identical" in text and "No speed-up" in text and "1.5x" in text
+    assert "5 classes x 3 images" in text and "global batch 10 (5 per worker with 2 workers)" in text

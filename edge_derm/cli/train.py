@@ -153,6 +153,8 @@ def train(
                     bootstrap=bootstrap, distribute=distribute, bn_momentum=bn_momentum,
                     bn_recalibration=bn_recalibration, select_best=select_best, val_fraction=val_fraction,
                     calibrate=calibrate, prevalence=prevalence, triage_target=triage_target)
+    if plan is not None:
+        _check_plan_distribute(opts)
     if workers is not None:
         _check_workers(workers, opts, plan)
     if plan is not None:
@@ -161,6 +163,7 @@ def train(
         from edge_derm.training.sequential import load_plan, run_plan
 
         loaded = load_plan(plan, _parse_sets(sets), opts)
+        _check_plan_distribute(opts, loaded)
         try:
             result = run_plan(loaded, out, resume=resume, force=force)
         except KeyboardInterrupt:
@@ -182,6 +185,20 @@ def train(
         except KeyboardInterrupt:
             raise _interrupted(out) from None
     _summary(result)
+
+
+def _check_plan_distribute(opts: dict[str, Any], plan: Any = None) -> None:
+    """A sequential plan cannot run under ``--distribute multiworker`` (given, or set by a stage of the plan).
+
+    Every stage would form its own cluster, and every worker would write plan.json and the stage folders.
+    """
+    from edge_derm.errors import ConfigError
+
+    stages = getattr(plan, "stages", None) or []
+    if opts.get("distribute") == "multiworker" or any(s.config.distribute == "multiworker" for s in stages):
+        raise ConfigError("a sequential --plan cannot run with --distribute multiworker (each stage would form its "
+                          "own cluster and every worker would write the plan folder); train the stages one by one "
+                          "with --data, or drop --distribute multiworker")
 
 
 def _check_workers(workers: int, opts: dict[str, Any], plan: Optional[str]) -> None:
@@ -219,13 +236,15 @@ def _launch(config: Any, out: Path, workers: int, *, resume: bool, force: bool,
         command = [sys.executable, "-c", "from edge_derm.cli import entry; entry()", *root, "train-worker",
                    str(spec_path)]
         try:
-            code, message = run_local_workers(command, workers)
+            run = run_local_workers(command, workers)
         except KeyboardInterrupt:
             raise _interrupted(out) from None
-    if message:
-        raise EdgeDermError(message)
-    if code:
-        raise typer.Exit(code)  # the chief has printed its own error line
+    if run.message:
+        raise EdgeDermError(run.message)
+    if run.code:
+        if run.first_failure:  # the chief's error line is printed; say what failed before it (not a second error)
+            typer.echo(f"note: {run.first_failure}", err=True)
+        raise typer.Exit(run.code if run.code > 0 else 1)  # the chief has printed its own error line
 
 
 def train_worker(spec: Path = typer.Argument(..., help="Job file written by `edge-derm train --workers`.")) -> None:

@@ -7,10 +7,15 @@ into one-line errors:
 - ``TF_CONFIG`` is parsed and checked before TensorFlow starts (:func:`cluster_from_env`), so a
   malformed one is a :class:`~edge_derm.errors.ConfigError`, and the chief is known before any file
   is written.
-- Joining the cluster blocks inside TensorFlow's C++ code until every task has started; no Python
-  exception can leave that call. A watchdog thread (:func:`make_multiworker_strategy`) waits
-  ``join_timeout`` seconds, probes every peer's port to name the ones that never answered, and ends
-  the process with exit code 1 and one ``error:`` line.
+- Joining the cluster blocks inside TensorFlow's C++ code (holding the GIL, so no Python thread can
+  run meanwhile) until every task has registered with the coordination service. The service is
+  configured with a registration barrier of ``join_timeout`` seconds
+  (``cluster_register_timeout_in_ms`` with ``cluster_register_with_barrier``), so TensorFlow itself
+  ends the wait with an error; :func:`make_multiworker_strategy` turns it into one
+  :class:`ClusterJoinError` naming the workers that did not register (or whose port does not answer).
+- TensorFlow's coordination agent installs its own SIGTERM handler (a preemption notifier) while the
+  cluster forms; the handler in place before is restored afterwards, so SIGTERM still stops a worker
+  the way it stops any other command.
 - Once joined, a worker that dies stops sending heartbeats to the coordination service; after
   ``heartbeat_timeout`` seconds every collective on the other workers fails, and a collective that
   waits longer than ``collective_timeout`` fails too (``CommunicationOptions(timeout_seconds=...)``).
@@ -26,8 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -52,6 +58,10 @@ _TF_CONFIG_HELP = ('e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
 
 class WorkerLostError(ModelError):
     """A worker stopped answering during training; the completed steps are kept."""
+
+
+class ClusterJoinError(ConfigError):
+    """The cluster did not form: a worker never registered within ``--worker-timeout`` (nothing was written)."""
 
 
 @dataclass(frozen=True)
@@ -148,24 +158,36 @@ def _reachable(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _default_abort(message: str) -> None:
-    # The call being waited on is TensorFlow's C++ code: no exception can end it, only the process can.
-    _log.error("%s", message)
-    sys.stderr.write(f"error: {message}\n")
-    sys.stderr.flush()
+def _timed_out_tasks(text: str) -> list[tuple[str, int]]:
+    """``(job, index)`` of the tasks a coordination-service barrier error names as timed out."""
+    _, sep, tail = text.partition("timed out task names:")
+    return sorted({(job, int(i)) for job, i in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", tail)}) if sep else []
+
+
+def _join_error(cluster: Cluster, exc: BaseException, join_timeout: float) -> ClusterJoinError:
+    named = [(job, i) for job, i in _timed_out_tasks(str(exc)) if (job, i) != (cluster.task_type, cluster.task_index)
+             and i < len(cluster.jobs.get(job, []))]
+    if named:
+        who = f"{', '.join(f'{job} {i} at {cluster.jobs[job][i]}' for job, i in named)} did not answer"
+    else:
+        silent = [f"{name} at {addr}" for name, addr in cluster.peers() if not _reachable(addr)]
+        who = (f"{', '.join(silent)} did not answer" if silent
+               else f"the other workers answered but the cluster did not form ({first_line(exc, 120)}); check that "
+                    "every worker has the same TF_CONFIG cluster and a different task")
+    return ClusterJoinError(f"{cluster.describe()}: the cluster did not form within {join_timeout:g} s: {who}; start "
+                            "every worker listed in TF_CONFIG (or raise --worker-timeout), and check addresses and "
+                            "firewalls")
 
 
 def make_multiworker_strategy(cluster: Cluster, *, join_timeout: float = JOIN_TIMEOUT,
                               heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
                               collective_timeout: float = COLLECTIVE_TIMEOUT,
-                              shutdown_timeout: float = SHUTDOWN_TIMEOUT,
-                              on_timeout: Callable[[], None] | None = None,
-                              report: Callable[[str], None] = _default_abort):
+                              shutdown_timeout: float = SHUTDOWN_TIMEOUT):
     """A MultiWorkerMirroredStrategy for ``cluster`` (from ``TF_CONFIG``); call before any other TF op.
 
-    If the other workers have not all joined within ``join_timeout`` seconds, ``on_timeout`` runs
-    (e.g. to remove a run folder that was just created), ``report`` gets one line naming the workers
-    whose port never answered, and the process exits with code 1.
+    Raises:
+        ClusterJoinError: the other workers had not all registered within ``join_timeout`` seconds
+            (TensorFlow's registration barrier ends the wait); the message names those that did not.
     """
     import tensorflow as tf
     from tensorflow.python.eager import context
@@ -174,59 +196,65 @@ def make_multiworker_strategy(cluster: Cluster, *, join_timeout: float = JOIN_TI
         from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2 as coordination
     except ImportError:  # pragma: no cover - older/newer layouts: keep TensorFlow's own defaults
         coordination = None
-    if coordination is not None and context.context().coordination_service is None:
-        # What MultiWorkerMirroredStrategy configures itself, plus bounded heartbeat and exit waits.
+    ctx = context.context()
+    if coordination is not None and ctx.coordination_service is None:
+        # What MultiWorkerMirroredStrategy configures itself, plus a bounded join, heartbeat and exit wait.
         leader = ("/job:chief/replica:0/task:0" if "chief" in cluster.jobs else "/job:worker/replica:0/task:0")
-        context.context().configure_coordination_service(
+        ctx.configure_coordination_service(
             service_type="standalone", service_leader=leader,
+            cluster_register_timeout_in_ms=max(1, int(join_timeout * 1000)),
             heartbeat_timeout_in_ms=int(heartbeat_timeout * 1000),
             shutdown_barrier_timeout_in_ms=int(shutdown_timeout * 1000),
             coordinated_jobs=[coordination.CoordinatedJob(name=job, num_tasks=len(cluster.jobs[job]))
                               for job in ("chief", "worker") if job in cluster.jobs])
-    joined = threading.Event()
-
-    def watchdog() -> None:
-        if joined.wait(join_timeout):
-            return
-        missing = [f"{name} at {addr}" for name, addr in cluster.peers() if not _reachable(addr)]
-        who = (f"{', '.join(missing)} did not answer" if missing
-               else "the other workers answered but did not all join (check that every worker has the same "
-                    "TF_CONFIG cluster and a different task)")
-        try:
-            if on_timeout is not None:
-                on_timeout()
-        finally:
-            report(f"{cluster.describe()}: the cluster did not form within {join_timeout:g} s: {who}; start "
-                   "every worker listed in TF_CONFIG (or raise --worker-timeout), and check addresses and firewalls")
-            os._exit(1)
-
-    thread = threading.Thread(target=watchdog, name="edge-derm-join-watchdog", daemon=True)
-    thread.start()
+        config = ctx.coordination_service
+        if "cluster_register_with_barrier" in {f.name for f in config.DESCRIPTOR.fields}:
+            # Without the barrier only a worker that cannot reach the leader times out; the leader itself
+            # waits for the missing workers without bound (in C++ code that holds the GIL).
+            config.cluster_register_with_barrier = True
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     _log.info("joining the cluster as %s (waiting up to %g s for %d peer(s))", cluster.describe(), join_timeout,
               len(cluster.peers()))
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+    except tf.errors.OpError as exc:
+        raise _join_error(cluster, exc, join_timeout) from None
     finally:
-        joined.set()
+        if sigterm is not None:
+            # TensorFlow's preemption notifier replaced the SIGTERM handler (C-level); put back the one before.
+            signal.signal(signal.SIGTERM, sigterm)
     _log.info("joined: %d replica(s) in sync", strategy.num_replicas_in_sync)
     return strategy
 
 
+#: Phrases of TensorFlow errors that mean a peer is gone: the coordination service's heartbeat and
+#: health reports, an aborted collective, an unreachable gRPC peer.
+_LOST_PHRASES = ("stopped sending heartbeats", "heartbeat timeout", "collective ops is aborted", "unhealthy",
+                 "socket closed", "connection reset by peer", "failed to connect", "connection refused")
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """A TensorFlow error that means another worker is gone (dead, unreachable or too slow)."""
+    """A TensorFlow error that means another worker is gone (dead, unreachable or too slow).
+
+    Counted: an unavailable peer or a collective past its deadline (``UnavailableError``,
+    ``DeadlineExceededError``), and any other TensorFlow error whose message says that a heartbeat
+    stopped, a task became unhealthy, a collective was aborted or a connection failed. Not counted: a
+    plain cancellation (an input pipeline stopped) or an error that merely mentions the coordination
+    service.
+    """
     try:
         import tensorflow as tf
     except ImportError:  # pragma: no cover
         return False
-    lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
-            tf.errors.CancelledError)
-    if isinstance(exc, lost):
+    if not isinstance(exc, tf.errors.OpError):
+        return False
+    text = str(exc)
+    if isinstance(exc, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError)):
         return True
-    return isinstance(exc, tf.errors.OpError) and any(
-        s in str(exc) for s in ("Collective ops is aborted", "unhealthy", "stopped sending heartbeats",
-                                "CoordinationService"))
+    return any(s in text.lower() for s in _LOST_PHRASES)
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:

@@ -249,8 +249,12 @@ def _read_run_json(path: Path, out: Path) -> dict[str, Any]:
     return doc
 
 
-def _prepare_folder(out: Path, rc: dict[str, Any], *, resume: bool, force: bool) -> dict[str, Any]:
-    """Create, replace or reopen the run folder; returns the saved state ({} for a new run)."""
+def _prepare_folder(out: Path, rc: dict[str, Any], *, resume: bool, force: bool, create: bool = True) -> dict[str, Any]:
+    """Create, replace or reopen the run folder; returns the saved state (step -1 for a new run).
+
+    With ``create=False`` only the checks run (nothing is removed or written): a multi-worker chief
+    checks before the cluster forms and creates the folder once it has formed.
+    """
     if resume and force:
         raise ConfigError("--resume and --force contradict each other; pass one")
     config_path = out / "config.json"
@@ -276,10 +280,13 @@ def _prepare_folder(out: Path, rc: dict[str, Any], *, resume: bool, force: bool)
         if out.is_dir() and not (out / "config.json").is_file() and any(out.iterdir()):
             raise OutputExistsError(f"{out} is not empty and not a run folder; refusing to replace it even "
                                     "with --force; choose another --out")
+    state = {"completed_step": -1, "history": [], "complete": False, "train_seconds": 0.0, "train_images": 0}
+    if not create:
+        return state
+    if exists:
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_json(config_path, rc)
-    state = {"completed_step": -1, "history": [], "complete": False, "train_seconds": 0.0, "train_images": 0}
     write_json(state_path, state)
     return state
 
@@ -426,7 +433,9 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
     if not resume:
         check_not_input(out, train_inputs(config, data))
     if chief or resume:  # resuming only reads the folder; a new run's folder is the chief's alone
-        state = _prepare_folder(out, rc, resume=resume, force=force)
+        # Multi-worker: check now, create (or replace) only once the cluster has formed, so a join that
+        # fails or is killed leaves the folder as it was.
+        state = _prepare_folder(out, rc, resume=resume, force=force, create=not multi)
     else:
         if force and resume:
             raise ConfigError("--resume and --force contradict each other; pass one")
@@ -443,10 +452,10 @@ def _train(config: TrainConfig, out: Path, *, resume: bool = False, force: bool 
 
     if multi:
         # Before any other TensorFlow op (MultiWorkerMirroredStrategy configures the runtime for the cluster).
-        fresh = chief and not resume and int(state["completed_step"]) < 0
         timeouts = {"join_timeout": worker_timeout} if worker_timeout is not None else {}
-        strategy = make_strategy("multiworker", on_timeout=(lambda: shutil.rmtree(out, ignore_errors=True))
-                                 if fresh else None, **timeouts)
+        strategy = make_strategy("multiworker", **timeouts)
+        if chief and not resume:
+            state = _prepare_folder(out, rc, resume=False, force=force)
     else:
         strategy = make_strategy(config.distribute)
     if config.deterministic:
