@@ -125,23 +125,32 @@ def test_two_workers_agree_with_one_worker_and_only_the_chief_writes(tr_datasets
     dist = json.loads((out / "config.json").read_text())["distributed"]
     assert dist["workers"] == 2 and dist["global_batch"] == 6 and dist["per_replica_batch"] == 3
 
+def _two_step_args(data, out, *, steps_per_epoch: int) -> list[str]:
+    """`train` arguments for a head step and one block of the tiny backbone under multiworker."""
+    return ["--quiet", "train", "--data", str(data), "--out", str(out), "--backbone", "tiny", "--image-size", "24",
+            "--weights", "none", "-e", "1", "--blocks", "1", "--steps-per-epoch", str(steps_per_epoch),
+            "--batch-multiple", "2", "--bn-recalibration", "0", "--val-fraction", "0", "--no-calibrate",
+            "--distribute", "multiworker"]
+
+
+def _wait_for_step0(out, chief, seconds: float) -> None:
+    """Until the chief has written step 0's checkpoint (it exited or the time ran out: fail with its stderr)."""
+    step0 = out / "checkpoints" / "step_0.keras"
+    deadline = time.monotonic() + seconds
+    while not step0.is_file() and time.monotonic() < deadline and chief.poll() is None:
+        time.sleep(0.1)
+    assert step0.is_file(), chief.communicate(timeout=30)[1][-3000:]
+
 
 @pytest.mark.slow
 def test_killed_worker_stops_the_chief_and_the_run_resumes(tr_datasets, tmp_path):
     out = tmp_path / "killed run"
-    args = ["--quiet", "train", "--data", str(tr_datasets["plain"]), "--out", str(out), "--backbone", "tiny",
-            "--image-size", "24", "--weights", "none", "-e", "1", "--blocks", "1", "--steps-per-epoch", "80",
-            "--batch-multiple", "2", "--bn-recalibration", "0", "--val-fraction", "0", "--no-calibrate",
-            "--distribute", "multiworker"]
+    args = _two_step_args(tr_datasets["plain"], out, steps_per_epoch=80)
     configs = local_tf_configs(2)
     procs = []
     try:
         procs = [_popen(CLI + args, _env(c)) for c in configs]
-        step0 = out / "checkpoints" / "step_0.keras"
-        deadline = time.monotonic() + 180
-        while not step0.is_file() and time.monotonic() < deadline and procs[0].poll() is None:
-            time.sleep(0.1)
-        assert step0.is_file(), procs[0].communicate(timeout=30)[1][-3000:]
+        _wait_for_step0(out, procs[0], 180)
         procs[1].kill()  # mid-step 1
         killed = time.monotonic()
         _, stderr = procs[0].communicate(timeout=60)
@@ -240,19 +249,12 @@ def test_chief_stopped_mid_run_stops_the_other_worker_and_keeps_a_consistent_fol
     (exit 130), the other worker notices within the heartbeat time-out with one error line, and the run
     folder holds step 0, ready for --resume."""
     out = tmp_path / "chief stopped"
-    args = ["--quiet", "train", "--data", str(tr_datasets["plain"]), "--out", str(out), "--backbone", "tiny",
-            "--image-size", "24", "--weights", "none", "-e", "1", "--blocks", "1", "--steps-per-epoch", "200",
-            "--batch-multiple", "2", "--bn-recalibration", "0", "--val-fraction", "0", "--no-calibrate",
-            "--distribute", "multiworker"]
+    args = _two_step_args(tr_datasets["plain"], out, steps_per_epoch=200)
     configs = local_tf_configs(2)
     procs = []
     try:
         procs = [_popen(CLI + args, _env(c)) for c in configs]
-        step0 = out / "checkpoints" / "step_0.keras"
-        deadline = time.monotonic() + 120
-        while not step0.is_file() and time.monotonic() < deadline and procs[0].poll() is None:
-            time.sleep(0.1)
-        assert step0.is_file(), procs[0].communicate(timeout=30)[1][-3000:]
+        _wait_for_step0(out, procs[0], 120)
         time.sleep(1.0)
         procs[0].send_signal(signal.SIGTERM)
         stopped = time.monotonic()
