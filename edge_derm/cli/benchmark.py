@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from edge_derm.benchmarks.config import THERMAL_LEVELS
 from edge_derm.cli._choices import Split
 
 
@@ -22,13 +23,8 @@ class BenchmarkTool(str, Enum):
     litert = "litert"
 
 
-class Thermal(str, Enum):
-    none = "none"
-    light = "light"
-    moderate = "moderate"
-    severe = "severe"
-    critical = "critical"
-    emergency = "emergency"
+#: --max-thermal choices: the one list of levels, benchmarks/config.py's (PowerManager THERMAL_STATUS_*)
+Thermal = Enum("Thermal", {level: level for level in THERMAL_LEVELS}, type=str)
 
 
 def _threads(value: str) -> list[int]:
