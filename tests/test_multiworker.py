@@ -8,6 +8,7 @@ option) for the few seconds a test runs. Every process group a test starts is ki
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,30 +134,32 @@ def _two_step_args(data, out, *, steps_per_epoch: int) -> list[str]:
             "--distribute", "multiworker"]
 
 
-def _wait_for_step0(out, chief, seconds: float) -> None:
-    """Until the chief has written step 0's checkpoint (it exited or the time ran out: fail with its stderr)."""
-    step0 = out / "checkpoints" / "step_0.keras"
-    deadline = time.monotonic() + seconds
-    while not step0.is_file() and time.monotonic() < deadline and chief.poll() is None:
-        time.sleep(0.1)
-    assert step0.is_file(), chief.communicate(timeout=30)[1][-3000:]
+@contextlib.contextmanager
+def _two_workers_past_step0(args: list[str], out: Path, seconds: float):
+    """Two loopback workers running `args`, yielded once the chief has written step 0's checkpoint (if it exited or
+    the time ran out first: fail with its stderr); every process is killed on the way out."""
+    procs: list[subprocess.Popen] = []
+    try:
+        procs = [_popen(CLI + args, _env(c)) for c in local_tf_configs(2)]
+        step0 = out / "checkpoints" / "step_0.keras"
+        deadline = time.monotonic() + seconds
+        while not step0.is_file() and time.monotonic() < deadline and procs[0].poll() is None:
+            time.sleep(0.1)
+        assert step0.is_file(), procs[0].communicate(timeout=30)[1][-3000:]
+        yield procs
+    finally:
+        _kill(procs)
 
 
 @pytest.mark.slow
 def test_killed_worker_stops_the_chief_and_the_run_resumes(tr_datasets, tmp_path):
     out = tmp_path / "killed run"
     args = _two_step_args(tr_datasets["plain"], out, steps_per_epoch=80)
-    configs = local_tf_configs(2)
-    procs = []
-    try:
-        procs = [_popen(CLI + args, _env(c)) for c in configs]
-        _wait_for_step0(out, procs[0], 180)
+    with _two_workers_past_step0(args, out, 180) as procs:
         procs[1].kill()  # mid-step 1
         killed = time.monotonic()
         _, stderr = procs[0].communicate(timeout=60)
         stopped = time.monotonic() - killed
-    finally:
-        _kill(procs)
     assert procs[0].returncode == 1
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "lost contact with another worker" in errors[0] and "--resume" in errors[0], stderr[-2000:]
@@ -250,11 +253,7 @@ def test_chief_stopped_mid_run_stops_the_other_worker_and_keeps_a_consistent_fol
     folder holds step 0, ready for --resume."""
     out = tmp_path / "chief stopped"
     args = _two_step_args(tr_datasets["plain"], out, steps_per_epoch=200)
-    configs = local_tf_configs(2)
-    procs = []
-    try:
-        procs = [_popen(CLI + args, _env(c)) for c in configs]
-        _wait_for_step0(out, procs[0], 120)
+    with _two_workers_past_step0(args, out, 120) as procs:
         time.sleep(1.0)
         procs[0].send_signal(signal.SIGTERM)
         stopped = time.monotonic()
@@ -262,8 +261,6 @@ def test_chief_stopped_mid_run_stops_the_other_worker_and_keeps_a_consistent_fol
         chief_s = time.monotonic() - stopped
         _, worker_err = procs[1].communicate(timeout=45)
         worker_s = time.monotonic() - stopped
-    finally:
-        _kill(procs)
     assert procs[0].returncode == 130 and chief_s < 20, chief_err[-2000:]
     chief_errors = [line for line in chief_err.splitlines() if line.startswith("error:")]
     assert len(chief_errors) == 1 and "interrupted" in chief_errors[0] and "--resume" in chief_errors[0], chief_err
