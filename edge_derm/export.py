@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_derm import provenance
-from edge_derm.provenance import without_host_paths as app_metadata
 from edge_derm.errors import ConfigError, DataError, EdgeDermError, ModelError, OutputExistsError
 from edge_derm.fsutil import read_json, write_json
 
@@ -437,7 +436,7 @@ def export_android(model: Path, app: Path = Path("android_demo"), *, variant: st
         shutil.copyfile(path, tmp / MODEL_ASSET)
         (tmp / LABELS_ASSET).write_text("".join(f"{c}\n" for c in labels), encoding="utf-8")
         # The app's model.json describes the asset beside it (same bytes, so the same SHA-256).
-        write_json(tmp / METADATA_ASSET, app_metadata({**meta, "file": MODEL_ASSET} if "file" in meta else meta))
+        write_json(tmp / METADATA_ASSET, provenance.without_host_paths({**meta, "file": MODEL_ASSET} if "file" in meta else meta))
         test_dir = tmp / "test"
         written = write_samples(chosen, test_dir / SAMPLES_DIR) if chosen else []
         if chosen and not written:

@@ -91,7 +91,7 @@ def without_host_paths(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def host_paths(doc: Any) -> list[str]:
-    """Absolute paths anywhere in a JSON document, names and prose aside (what app_metadata removes)."""
+    """Absolute paths anywhere in a JSON document, names and prose aside (what without_host_paths removes)."""
     if isinstance(doc, dict):
         return [p for k, v in doc.items() if k not in _TEXT_KEYS for p in host_paths(v)]
     if isinstance(doc, list):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_derm import export
-from edge_derm.provenance import host_paths
+from edge_derm.provenance import host_paths, without_host_paths
 from edge_derm.cli import main
 from edge_derm.errors import ConfigError, OutputExistsError
 
@@ -42,7 +42,7 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     # The app gets the convert record: the embedded metadata plus the results measured on the written
     # file and its SHA-256, which the runtime checks against the asset beside it.
     record = json.loads((cv_converted / "model.json").read_text())["variants"]["int8"]
-    assert meta == export.app_metadata({**record, "file": "model.tflite"})
+    assert meta == without_host_paths({**record, "file": "model.tflite"})
     # No host path ships in the APK: the run folder is named, not located.
     assert Path(record["provenance"]["run"]).is_absolute() and meta["provenance"]["run"] == "tiny run"
     assert host_paths(meta) == []
@@ -50,7 +50,7 @@ def test_export_convert_folder_writes_assets_and_expectations(cv_converted, cv_d
     assert str(cv_converted.parent.parent) not in text and str(Path.home()) + "/" not in text
     embedded = read_metadata(model)
     assert {k: v for k, v in meta.items() if k not in ("file", "sha256", "size_bytes", "verification")} == \
-        {k: v for k, v in export.app_metadata(embedded).items() if k != "verification"}
+        {k: v for k, v in without_host_paths(embedded).items() if k != "verification"}
     # The calibration block recorded the dataset's folder: cut to its name as well, in the app's model.json
     # and in the metadata embedded in the .tflite itself (it ships in the APK); model.json keeps the path.
     assert Path(record["calibration"]["dataset"]).is_absolute()
@@ -220,7 +220,7 @@ def test_app_metadata_cuts_host_paths_only():
             "provenance": {"run": "/home/alice/edge derm/runs/run 7", "dataset_hashes": ["abc"],
                            "sources": ["C:\\Users\\bob\\data\\ham", "~/datasets/isic", "relative/dir"]},
             "verification": {"passed": True, "files": [{"path": "/tmp/xyz/verify.npz"}]}}
-    got = export.app_metadata(meta)
+    got = without_host_paths(meta)
     assert got["provenance"]["run"] == "run 7"
     assert got["provenance"]["sources"] == ["ham", "isic", "relative/dir"]
     assert got["verification"] == {"passed": True, "files": [{"path": "verify.npz"}]}
