@@ -12,8 +12,8 @@ CLIENTS ?= .venv-clients
 $(BIN)/edge-derm: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# the editable install's one setuptools notice (converters/ and benchmarks/ are mapped into edge_derm, so it
-	# uses a meta path finder) is for packagers, not users; a regular `pip install .` prints no warning at all
+	# setuptools' one editable-install notice (folders named like the package may shadow it) is for packagers,
+	# not users; a regular `pip install .` prints no warning at all
 	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e ".[train,dev]"
 	touch $@
 

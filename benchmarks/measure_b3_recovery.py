@@ -1,6 +1,6 @@
 """Measure: EfficientNet-B3's post-training int8 collapse and its recovery by the recipe search (issue 12, item 4).
 
-    .venv/bin/python benchmarks/measure_b3_recovery.py --out b3-out [--shared ../shared] [--image-size 128]
+    .venv/bin/python -m benchmarks.measure_b3_recovery --out b3-out [--shared ../shared] [--image-size 128]
         [--epochs 1] [--min-agreement 0.97] [--skip-search] [--diagnose] [--md benchmarks/results/b3_recovery.md]
 
 No ImageNet weights for EfficientNet-B3 can be downloaded here, so each B3 is trained from scratch
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from edge_derm.benchmarks.measure_fidelity import REPO, WATCH, cpu_flags, edge_derm_cli, interleaved_median_ms
+from benchmarks.measure_fidelity import REPO, WATCH, cpu_flags, edge_derm_cli, interleaved_median_ms
 from edge_derm.provenance import machine, versions
 
 _log = logging.getLogger("measure_b3_recovery")

@@ -1,6 +1,6 @@
 """Measure: int8 fidelity methods side by side (issue 12, "Measured").
 
-    .venv/bin/python -m edge_derm.benchmarks.measure_fidelity --out fidelity-out [--shared ../shared]
+    .venv/bin/python -m benchmarks.measure_fidelity --out fidelity-out [--shared ../shared]
         [--run RUN] [--image-size 128] [--min-agreement 0.99] [--skip-qat] [--force]
 
 1. ``edge-derm data build ham10000 ../shared/data/ham10000-dev`` (dermai13, lesion-grouped split) and,
@@ -174,7 +174,7 @@ def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> di
     (``benchmarks.measure_quantization.float_control``). QAT changes the weights, so its file is compared
     with the model that had the same extra training without quantisation: top-1 agreement on every image
     and macro F1 on the test split (QAT's file, its control in Keras, and the fp32 run it started from)."""
-    from edge_derm.benchmarks.measure_quantization import float_control
+    from benchmarks.measure_quantization import float_control
     from edge_derm.converters.calibration import sample_images
     from edge_derm.converters.verify import fidelity
     from edge_derm.data.manifest import Manifest

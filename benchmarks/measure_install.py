@@ -1,6 +1,6 @@
 """Measure: the runtime-only install against the full (train) install, and start-up times.
 
-    .venv/bin/python -m edge_derm.benchmarks.measure_install --out /tmp/install [--model M.tflite --image I]
+    .venv/bin/python -m benchmarks.measure_install --out /tmp/install [--model M.tflite --image I]
         [--md benchmarks/results/install.md]
 
 Creates two fresh virtual environments in ``--out``: ``pip install .`` (the runtime: predict, benchmark,
@@ -83,7 +83,7 @@ def main() -> None:
 
     cpu = cpu_info()
     lines = ["# Runtime-only vs full install", "",
-             f"`python -m edge_derm.benchmarks.measure_install --out DIR{' --model M --image I' if a.model else ''}`; "
+             f"`python -m benchmarks.measure_install --out DIR{' --model M --image I' if a.model else ''}`; "
              f"{cpu['model']}, {cpu['cores']} cores; pip's cache as this machine had it (a first install on a new "
              "machine downloads more); medians of "
              f"{a.repeats} fresh processes.", "",

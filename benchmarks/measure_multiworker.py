@@ -1,6 +1,6 @@
 """Measure: multi-worker training on one machine, one worker vs two local workers, same global batch.
 
-    .venv/bin/python -m edge_derm.benchmarks.measure_multiworker [--work DIR] [--steps-per-epoch 20] \\
+    .venv/bin/python -m benchmarks.measure_multiworker [--work DIR] [--steps-per-epoch 20] \\
         [--md benchmarks/results/multiworker.md]
 
 The same tiny job (the ``tiny`` test backbone, 32 px synthetic dermai13 images, the head step then
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                   "two_vs_one": max_diff(work / f"2w-w0-step{k}.npz", work / f"1w-w0-step{k}.npz")} for k in (0, 1)]
         facts = job_facts(work, args.steps_per_epoch)
     doc = {
-        "command": "python -m edge_derm.benchmarks.measure_multiworker " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.measure_multiworker " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": info,
         "job_facts": facts,
         "runs": runs,

@@ -1,6 +1,6 @@
 """Measure: does ImageNet pre-training matter? MobileNetV2 alpha 0.35, ImageNet vs from scratch.
 
-    .venv/bin/python -m edge_derm.benchmarks.measure_pretraining --out results/pretraining \\
+    .venv/bin/python -m benchmarks.measure_pretraining --out results/pretraining \\
         [--image-size 224] [--epochs-per-block 3] [--steps-per-epoch N] [--bootstrap 1000] \\
         [--datasets synthetic ham10000] [--md benchmarks/results/pretraining.md] [--quick]
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Allow non-deterministic (faster, or GPU-only) ops.")
     p.add_argument("--quick", action="store_true", help="Smoke-run sizes (96 px, 1 epoch/block, 10 steps/epoch).")
     args = p.parse_args(argv)
-    command = " ".join([".venv/bin/python -m edge_derm.benchmarks.measure_pretraining",
+    command = " ".join([".venv/bin/python -m benchmarks.measure_pretraining",
                         *(argv if argv is not None else sys.argv[1:])])
     if args.quick:
         args.image_size, args.epochs_per_block, args.per_class = 96, 1, 20

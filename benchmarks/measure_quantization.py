@@ -1,6 +1,6 @@
 """Measure: what each quantisation mode costs in accuracy and buys in size (issue 4, "Measured").
 
-    .venv/bin/python -m edge_derm.benchmarks.measure_quantization --out quant-out [--quick]
+    .venv/bin/python -m benchmarks.measure_quantization --out quant-out [--quick]
         [--shared ../shared] [--image-size 224] [--epochs-per-block 3] [--batch-multiple N]
         [--lr-head X] [--lr-backbone X] [--qat-epochs 2] [--skip-efficientnet]
         [--effnet-image-size N] [--effnet-unfreeze full] [--effnet-epochs N] [--size-study] [--force]

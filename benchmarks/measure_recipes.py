@@ -1,6 +1,6 @@
 """Measure: the ``paper`` recipe against ``recommended`` (and ablations of it) on repeated grouped splits.
 
-    .venv/bin/python -m edge_derm.benchmarks.measure_recipes --out /tmp/recipes \\
+    .venv/bin/python -m benchmarks.measure_recipes --out /tmp/recipes \\
         [--splits 5] [--image-size 128] [--variants paper recommended ...] [--ablation-splits 2] \\
         [--md benchmarks/results/recipes.md] [--quick]
 

@@ -1,6 +1,6 @@
 """Measure: how hard the synthetic dataset is for a small plain CNN.
 
-    .venv/bin/python -m edge_derm.benchmarks.measure_synth [--per-class 130] [--train 100] [--size 64]
+    .venv/bin/python -m benchmarks.measure_synth [--per-class 130] [--train 100] [--size 64]
         [--epochs 30] [--seed 0] [--json out.json]
 
 Generates ``per_class`` images of each of the 13 dermai13 classes with

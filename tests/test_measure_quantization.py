@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_derm.benchmarks import measure_quantization as mq
+from benchmarks import measure_quantization as mq
 
 
 def _row(name, macro_f1, size=None, mm=0.5, bcc=0.5, acc=0.6):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from edge_derm.benchmarks import measure_recipes as mr
+from benchmarks import measure_recipes as mr
 
 
 def _row(f1, bal=0.5, mm=0.5, ece=0.05):
