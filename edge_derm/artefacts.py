@@ -256,6 +256,18 @@ class ConvertResult(Artefact):
 
 
 # -- benchmark ---------------------------------------------------------------------------------------------
+#: A benchmark row's ``status``: ``ok`` or what went wrong (the harness and the Android runner write them).
+OK = "ok"
+FAILED_VALIDATION = "failed validation"
+FAILED_LOAD = "failed to load"
+FAILED_RUN = "failed to run"
+PARTIAL = "partially delegated"
+NOT_DELEGATED = "not delegated"
+THROTTLED = "throttled"
+#: Statuses of a row that ran, but not as asked (the benchmark exits 1 on them as on a failure).
+NOT_AS_ASKED = (PARTIAL, NOT_DELEGATED, THROTTLED)
+
+
 @dataclass(kw_only=True)
 class BenchmarkRow(Artefact):
     """One model x device x threads row of a benchmark (``results.json`` ``rows``)."""
