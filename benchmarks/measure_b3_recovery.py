@@ -67,15 +67,15 @@ def score(files: dict[str, Path], data: Path, run: Path, rounds: int, runs: int)
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
-    sample = sample_images(data, cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest"), n=None,
+    sample = sample_images(data, cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest"), n=None,
                            splits=("all",), purpose="fidelity", compact=True)
     models = {name: TFLiteModel(path, num_threads=1, check_hash=False) for name, path in files.items()}
     probs = {name: m.predict(sample.images) for name, m in models.items()}
     median_ms = interleaved_median_ms(models, np.asarray(sample.images[:1], dtype=np.float32), rounds, runs)
-    watch = tuple(c for c in WATCH if c in cfg["classes"])
+    watch = tuple(c for c in WATCH if c in cfg.classes)
     rows = []
     for name, path in files.items():
-        fid = fidelity(probs["fp32"], probs[name], cfg["classes"], watch)
+        fid = fidelity(probs["fp32"], probs[name], cfg.classes, watch)
         rows.append({"variant": name, "n": fid["n"], "top1_agreement": fid["top1_agreement"], "flips": fid["flips"],
                      "watch": {c: {"flipped": w["flipped"], "n": w["n"]} for c, w in fid["watch"].items()},
                      "mean_abs_diff": fid["mean_abs_diff"], "size_kib": round(path.stat().st_size / 1024, 1),
@@ -135,7 +135,7 @@ def diagnose(run: Path, data: Path, n_calibration: int = 256, n_verify: int = 40
 
     cfg = load_run(run)
     model = load_keras(run, cfg)
-    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
     calib = sample_images(data, classes, size, resize, n=n_calibration, seed=seed, splits=("train",))
     ver = sample_images(data, classes, size, resize, n=n_verify, seed=seed + 1, splits=("test",),
                         purpose="verification", compact=True)

@@ -80,7 +80,7 @@ def extra_recipes(run: Path, data: Path, out: Path, calibration_size: int) -> di
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
-    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
     model = keras.models.load_model(run / "model.keras", compile=False)
     preset = get_preset("int8")
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
-    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
     sample = sample_images(data, classes, size, resize, n=None, splits=("all",), purpose="fidelity", compact=True)
     from edge_derm.data.manifest import Manifest
 
@@ -184,7 +184,7 @@ def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> di
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
-    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
     sample = sample_images(data, classes, size, resize, n=None, splits=("all",), purpose="fidelity", compact=True)
     is_test = np.array([r.split == "test" for r in Manifest.load(data).records])
     triage = load_taxonomy(cfg.get("taxonomy", "native")).triage
@@ -259,7 +259,7 @@ def sensitivity(run: Path, data: Path, weights: Path | None, n: int = 512, top: 
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
-    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
+    classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
     images = sample_images(data, classes, size, resize, n=n, seed=seed, splits=("all",), purpose="sensitivity").images
     images = np.asarray(images, dtype=np.float32)
     model = keras.models.load_model(run / "model.keras", compile=False)

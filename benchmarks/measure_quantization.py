@@ -72,8 +72,8 @@ def test_split(run: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict | Non
     from edge_derm.data.taxonomy import load_taxonomy
 
     cfg = read_run(run)
-    classes, size, resize = cfg["classes"], int(cfg["image_size"]), cfg.get("resize_mode", "nearest")
-    manifest = Manifest.load(cfg["data"][-1]["dir"])
+    classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
+    manifest = Manifest.load(cfg.data[-1]["dir"])
     records = [r for r in manifest.subset("test") if r.label in classes]
     y = np.array([classes.index(r.label) for r in records])
     images = np.stack([load_for_model(manifest.resolve(r.path), size, resize) for r in records])
@@ -97,10 +97,10 @@ def float_control(run: Path, epochs: int, steps: int | None, learning_rate: floa
     from edge_derm.data.manifest import Manifest
 
     cfg = read_run(run)
-    manifest = Manifest.load(cfg["data"][-1]["dir"])
+    manifest = Manifest.load(cfg.data[-1]["dir"])
     paths, labels = manifest.arrays("train")
     model = keras.models.load_model(run / "model.keras", compile=False)
-    control, summary = finetune(model, paths, labels, len(cfg["classes"]), int(cfg["image_size"]),
+    control, summary = finetune(model, paths, labels, len(cfg.classes), int(cfg.image_size),
                                 cfg.get("resize_mode", "nearest"), epochs=epochs, learning_rate=learning_rate,
                                 seed=seed, steps_per_epoch=steps, batch_size=run_batch_size(cfg), quantize=False)
     return control, summary

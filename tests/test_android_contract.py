@@ -101,7 +101,9 @@ def test_calibrated_run_metadata_has_every_calibration_field_kotlin_reads():
     block = calibration.fit(probs, rng.integers(0, 3, 60), ["MM", "Nev", "BCC"],
                             {"MM": "malignant", "Nev": "benign", "BCC": "malignant"}, target=0.9,
                             train_counts=[10, 30, 5])
-    run_cfg = {"classes": ["MM", "Nev", "BCC"], "image_size": 32, "taxonomy": "native", "calibration": block}
+    from edge_derm.artefacts import RunConfig
+
+    run_cfg = RunConfig(classes=["MM", "Nev", "BCC"], image_size=32, taxonomy="native", calibration=block)
     io = tensor_io(inspect_tflite(_tiny_tflite()))
     meta = build_metadata(run_config=run_cfg, run_dir="r", quantization="fp32", io=io, verification={},
                           config_hash="h", versions={})

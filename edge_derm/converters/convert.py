@@ -139,7 +139,7 @@ class ConvertConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def load_run(run: Path) -> dict[str, Any]:
+def load_run(run: Path) -> "RunConfig":
     """The run's ``config.json``; ModelError when ``run`` is not a run folder."""
     from edge_derm.training.evaluate import read_run
 
@@ -151,7 +151,7 @@ def run_batch_size(run_cfg: dict[str, Any]) -> int:
     schedule = run_cfg.get("schedule") or {}
     if schedule.get("batch_size"):
         return int(schedule["batch_size"])
-    return int(schedule.get("batch_multiple") or 1) * len(run_cfg["classes"])
+    return int(schedule.get("batch_multiple") or 1) * len(run_cfg.classes)
 
 
 def load_keras(run: Path, run_cfg: dict[str, Any]):
@@ -165,12 +165,12 @@ def load_keras(run: Path, run_cfg: dict[str, Any]):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: cannot load the Keras model ({first[:200]}); the run folder is damaged") from None
     n_out = int(model.output_shape[-1])
-    classes = run_cfg["classes"]
+    classes = run_cfg.classes
     if n_out != len(classes):
         raise ModelError(f"{run}: config.json lists {len(classes)} classes but the model has {n_out} outputs; "
                          "the run folder is inconsistent")
     shape = tuple(model.input_shape[1:])
-    size = int(run_cfg["image_size"])
+    size = int(run_cfg.image_size)
     if shape != (size, size, 3):
         raise ModelError(f"{run}: the model takes {shape} but config.json says image_size {size}")
     return model
@@ -235,7 +235,7 @@ def check_verify_data(path: Path, run_cfg: dict[str, Any]) -> None:
         raise ConfigError(f"--verify-data {path}: {exc}") from None
     want = run_cfg.get("taxonomy", "native")
     have = manifest.info.get("taxonomy", "native")
-    classes = list(run_cfg["classes"])
+    classes = list(run_cfg.classes)
     extra = [c for c in manifest.classes if c not in classes]
     if have != want or extra:
         what = f"taxonomy {have!r}" if have != want else f"classes the model lacks ({', '.join(extra[:5])})"
@@ -245,7 +245,7 @@ def check_verify_data(path: Path, run_cfg: dict[str, Any]) -> None:
 
 def fidelity_sample(cfg: ConvertConfig, run_cfg: dict[str, Any]) -> ImageSample:
     """The fidelity images: every image of ``--verify-data``, else the run dataset's validation + test images."""
-    classes, size = list(run_cfg["classes"]), int(run_cfg["image_size"])
+    classes, size = list(run_cfg.classes), int(run_cfg.image_size)
     resize = run_cfg.get("resize_mode", "nearest")
     if cfg.verify_data is not None:
         return sample_images(cfg.verify_data, classes, size, resize, n=cfg.verify_size, seed=cfg.seed,
@@ -281,8 +281,8 @@ class _Context:
 
     def __init__(self, cfg: ConvertConfig, run: Path, run_cfg: dict[str, Any], model, tmp: Path):
         self.cfg, self.run, self.run_cfg, self.model, self.tmp = cfg, run, run_cfg, model, tmp
-        self.classes = list(run_cfg["classes"])
-        self.size = int(run_cfg["image_size"])
+        self.classes = list(run_cfg.classes)
+        self.size = int(run_cfg.image_size)
         self.resize = run_cfg.get("resize_mode", "nearest")
         self.watch = [c for c in cfg.watch if c in self.classes]
         self.fid: ImageSample | None = None
@@ -346,7 +346,7 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
     check_output_dir(cfg.out, cfg.force, inputs)  # fail before the slow part
     if cfg.verify_data is not None:
         check_verify_data(cfg.verify_data, run_cfg)
-    classes = list(run_cfg["classes"])
+    classes = list(run_cfg.classes)
     model = load_keras(run, run_cfg)
     fid = fidelity_sample(cfg, run_cfg)
     with task(f"reference (Keras) on {len(fid.images)} fidelity images"):
@@ -355,7 +355,7 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
     warnings: list[str] = []
     if any(get_preset(m).calibration for m in cfg.modes):
         splits = ("train", "all") if cfg.calibration is not None else ("train",)
-        calib = sample_images(_pick_dataset(cfg, run_cfg, "calibration"), classes, int(run_cfg["image_size"]),
+        calib = sample_images(_pick_dataset(cfg, run_cfg, "calibration"), classes, int(run_cfg.image_size),
                               run_cfg.get("resize_mode", "nearest"), n=cfg.calibration_size, seed=cfg.seed,
                               splits=splits, purpose="calibration")
         if calib.missing:

@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any, Callable
 
+from edge_derm.artefacts import RunConfig
 from edge_derm.errors import ConversionError
 from edge_derm.runtime import FILE_IDENTIFIER, METADATA_NAME, ModelInfo
 
@@ -51,26 +52,26 @@ def tensor_io(info: ModelInfo) -> tuple[dict[str, Any], dict[str, Any]]:
     return describe(info.input_tensors[0]), describe(info.output_tensors[0])
 
 
-def build_metadata(*, run_config: dict[str, Any], run_dir: str, quantization: str,
+def build_metadata(*, run_config: RunConfig, run_dir: str, quantization: str,
                    io: tuple[dict[str, Any], dict[str, Any]], verification: dict[str, Any], config_hash: str,
                    versions: dict[str, str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The flat metadata document of docs/ARCHITECTURE.md ("Convert folder").
 
     ``io`` is the (input, output) description of :func:`tensor_io` / :func:`embed_metadata`.
     """
-    classes = list(run_config["classes"])
+    classes = list(run_config.classes)
     # The run's own triage and descriptions (from its datasets) win: a custom --taxonomy file has no
     # shipped namesake to reload. Runs from before they were recorded reload the taxonomy by name.
     own_triage = {c: g for c, g in (run_config.get("triage") or {}).items() if c in classes and g != "unknown"}
     if own_triage:
         triage = {c: own_triage.get(c, "unknown") for c in classes}
         descriptions = {c: d for c, d in (run_config.get("descriptions") or {}).items() if c in classes}
-        if "descriptions" not in run_config:  # a run from before descriptions were recorded
+        if "descriptions" not in run_config.extra:  # a run from before descriptions were recorded
             descriptions, _ = taxonomy_info(run_config.get("taxonomy"), classes)
     else:
         descriptions, triage = taxonomy_info(run_config.get("taxonomy"), classes)
     tin, tout = io
-    size = int(run_config["image_size"])
+    size = int(run_config.image_size)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": run_config.get("backbone", "model"),

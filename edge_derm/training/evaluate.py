@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from edge_derm.artefacts import RunConfig
 from edge_derm.errors import DataError, ModelError
 from edge_derm.fsutil import check_output_dir, read_json, staged_dir
 
 
-def read_run(run: str | os.PathLike) -> dict[str, Any]:
+def read_run(run: str | os.PathLike) -> RunConfig:
     """The config.json of a run folder; ModelError when ``run`` is not one.
 
     The one reader of run folders (evaluate, convert, export use it).
@@ -20,19 +21,14 @@ def read_run(run: str | os.PathLike) -> dict[str, Any]:
     run = Path(run)
     if run.suffix == ".tflite":
         raise ModelError(f"{run} is a .tflite model; evaluate it with `edge-derm benchmark {run} --data DIR`")
-    path = run / "config.json"
+    path = run / RunConfig.FILENAME
     if not run.is_dir() or not path.is_file() or not (run / "model.keras").is_file():
         raise ModelError(f"{run} is not a run folder (needs config.json and model.keras); "
                          "train one with `edge-derm train`")
     try:
-        cfg = read_json(path)
-    except ValueError as exc:
-        raise ModelError(f"{path}: invalid JSON ({exc}); the run folder is damaged") from None
-    missing = [k for k in ("classes", "image_size") if not isinstance(cfg, dict) or k not in cfg]
-    if not isinstance(cfg, dict) or cfg.get("kind") != "run" or missing:
-        raise ModelError(f"{path} is not a run config (missing {', '.join(missing) or 'kind=run'}); "
-                         "train one with `edge-derm train`")
-    return cfg
+        return RunConfig.read(path)
+    except DataError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str = "test", bootstrap: int = 0,
@@ -60,7 +56,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     run = Path(run)
     cfg = read_run(run)
     manifest = Manifest.load(data)
-    classes = list(cfg["classes"])
+    classes = list(cfg.classes)
     run_tax, data_tax = cfg.get("taxonomy"), manifest.info.get("taxonomy")
     if run_tax and data_tax and run_tax != data_tax:
         raise DataError(f"{run} classifies in taxonomy {run_tax!r} but {data} is in {data_tax!r} (classes "
@@ -80,7 +76,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     inputs = [run / "model.keras", run / "config.json", data, *paths]
     check_output_dir(out, force, inputs)  # before the slow part
     model = load_model(run / "model.keras")
-    probs = predict(model, paths, int(cfg["image_size"]), cfg.get("resize_mode", "nearest"), description="evaluating")
+    probs = predict(model, paths, int(cfg.image_size), cfg.get("resize_mode", "nearest"), description="evaluating")
     metrics = score_with_calibration(y, probs, classes, cfg.get("triage") or _triage(cfg.get("taxonomy"), classes),
                                      cfg.get("calibration"), bootstrap=bootstrap, seed=seed,
                                      dataset_classes=manifest.classes if manifest.classes != classes else None)
