@@ -151,7 +151,7 @@ def test_corrupt_keras_model(cv_run, tmp_path):
     bad = tmp_path / "bad run"
     shutil.copytree(cv_run, bad)
     (bad / "model.keras").write_bytes(b"not a zip")
-    with pytest.raises(ModelError, match="cannot load the Keras model"):
+    with pytest.raises(ModelError, match="cannot load model"):
         convert_run(ConvertConfig(run=bad, modes=["fp32"], out=tmp_path / "o"))
 
 

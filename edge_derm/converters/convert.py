@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_derm import provenance
+from edge_derm.artefacts import RunConfig
 from edge_derm.errors import ConfigError, ConversionError, DataError, ModelError
 from edge_derm.fsutil import (
     atomic_write_bytes,
@@ -139,7 +140,7 @@ class ConvertConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def load_run(run: Path) -> "RunConfig":
+def load_run(run: Path) -> RunConfig:
     """The run's ``config.json``; ModelError when ``run`` is not a run folder."""
     from edge_derm.training.evaluate import read_run
 
@@ -154,26 +155,11 @@ def run_batch_size(run_cfg: dict[str, Any]) -> int:
     return int(schedule.get("batch_multiple") or 1) * len(run_cfg.classes)
 
 
-def load_keras(run: Path, run_cfg: dict[str, Any]):
-    """Load ``model.keras`` and check it against the run config (classes, input size)."""
-    import tf_keras as keras
+def load_keras(run: Path, run_cfg: RunConfig):
+    """The run's ``model.keras``, checked against its config (classes, input size)."""
+    from edge_derm.models import load_model
 
-    path = Path(run) / "model.keras"
-    try:
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load the Keras model ({first[:200]}); the run folder is damaged") from None
-    n_out = int(model.output_shape[-1])
-    classes = run_cfg.classes
-    if n_out != len(classes):
-        raise ModelError(f"{run}: config.json lists {len(classes)} classes but the model has {n_out} outputs; "
-                         "the run folder is inconsistent")
-    shape = tuple(model.input_shape[1:])
-    size = int(run_cfg.image_size)
-    if shape != (size, size, 3):
-        raise ModelError(f"{run}: the model takes {shape} but config.json says image_size {size}")
-    return model
+    return load_model(Path(run) / "model.keras", num_classes=len(run_cfg.classes), image_size=int(run_cfg.image_size))
 
 
 def _latency_ms(path: Path, image: np.ndarray, runs: int = 10, content: bytes | None = None) -> float:
