@@ -133,7 +133,7 @@ def test_labels_mismatch_and_missing_dataset(cv_run, tmp_path):
     cfg = json.loads((bad / "config.json").read_text())
     cfg["classes"] = ["A", "B"]
     (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelError, match="2 classes but the model has 3 outputs"):
+    with pytest.raises(ModelError, match="the model has 3 outputs but its config lists 2 classes"):
         convert_run(ConvertConfig(run=bad, modes=["fp32"], out=tmp_path / "o1"))
     cfg["classes"] = ["MM", "Nev", "BCC"]
     cfg["data"] = [{"dir": str(tmp_path / "gone"), "hash": "x"}]
