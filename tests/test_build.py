@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from data_fakes import (fake_derm7pt, fake_dermofit, fake_folder, fake_ham10000, fake_isic2019, fake_pad_ufes20,
                         write_csv, write_image)
+from edge_derm.artefacts import DatasetInfo
 from edge_derm.data.build import build_dataset, image_id, inspect_dataset, merge_datasets, resplit_dataset
 from edge_derm.data.manifest import Manifest, resolve_under
 from edge_derm.errors import ConfigError, DataError, OutputExistsError
@@ -323,6 +325,43 @@ def test_resplit(tmp):
         resplit_dataset(tmp / "a", tmp / "b")
     with pytest.raises(DataError, match="not a dataset folder"):
         resplit_dataset(tmp / "raw", tmp / "c")
+
+
+def test_dataset_json_round_trips_through_datasetinfo(tmp):
+    """dataset.json of a real build, merge and re-split is a DatasetInfo: read -> to_json gives the file back."""
+    fake_ham10000(tmp / "raw", {"nv": 6, "mel": 4, "bcc": 3})
+    fake_folder(tmp / "own", {"Nev": 4, "MM": 4})
+    build_dataset("ham10000", tmp / "raw", tmp / "a", val_fraction=0.2)
+    build_dataset("folder", tmp / "own", tmp / "b")
+    merge_datasets([tmp / "a", tmp / "b"], tmp / "m")
+    resplit_dataset(tmp / "m", tmp / "r", seed=3)
+    for name in ("a", "b", "m", "r"):
+        doc = json.loads((tmp / name / "dataset.json").read_text())
+        info = DatasetInfo.read(tmp / name)
+        assert info.to_json() == doc and doc["kind"] == "dataset" and doc["format_version"] == 1
+        assert Manifest.load(tmp / name).info == doc
+        again = tmp / f"{name} again.json"
+        info.write(again)
+        assert json.loads(again.read_text()) == doc
+
+
+def test_dataset_json_without_kind_loads_and_newer_is_refused(tmp):
+    fake_folder(tmp / "raw", {"Nev": 4, "MM": 4})
+    built = build_dataset("folder", tmp / "raw", tmp / "ds")
+    path = tmp / "ds" / "dataset.json"
+    doc = json.loads(path.read_text())
+    old = {k: v for k, v in doc.items() if k != "kind"}  # older builds wrote no kind
+    path.write_text(json.dumps(old))
+    m = Manifest.load(tmp / "ds")
+    assert m.info == doc and isinstance(m.dataset, DatasetInfo)  # read as the current document
+    assert m.classes == built.classes and m.hash == built.hash and len(m.records) == len(built.records)
+    path.write_text(json.dumps({**doc, "format_version": 2}))
+    with pytest.raises(DataError, match="format 2 is newer than this edge-derm reads") as err:
+        Manifest.load(tmp / "ds")
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    path.write_text(json.dumps({**doc, "kind": "run"}))
+    with pytest.raises(DataError, match="not a dataset document"):
+        Manifest.load(tmp / "ds")
 
 
 def test_inspect(tmp):

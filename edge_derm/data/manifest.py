@@ -1,7 +1,9 @@
 """The manifest: the one dataset form every later stage reads (no TensorFlow).
 
 A dataset folder holds ``manifest.csv`` (``path,label,source_label,source,group,split``; paths
-relative to the dataset root) and ``dataset.json`` (root, taxonomy, classes, counts, ...).
+relative to the dataset root) and ``dataset.json`` (root, taxonomy, classes, counts, ...), which is an
+:class:`edge_derm.artefacts.DatasetInfo`: it is written and read through that type only, so its ``kind`` and
+``format_version`` are checked in one place.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ import os
 from collections import Counter
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from edge_derm.artefacts import DatasetInfo
 from edge_derm.data.csvfile import read_rows
 from edge_derm.errors import DataError
-from edge_derm.fsutil import atomic_write_text, read_json, write_json
+from edge_derm.fsutil import atomic_write_text, read_json
 
 COLUMNS = ("path", "label", "source_label", "source", "group", "split")
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1
+#: The layout of ``dataset.json`` this edge-derm writes (kept here for older imports).
+FORMAT_VERSION = DatasetInfo.FORMAT_VERSION
 
 
 @dataclass
@@ -64,19 +68,29 @@ def count_by_class_split(records: Iterable[Record], classes: list[str]) -> dict[
 
 
 class Manifest:
-    """A dataset folder loaded into memory."""
+    """A dataset folder loaded into memory.
 
-    def __init__(self, dir: Path, info: dict[str, Any], records: list[Record]):
+    ``dataset`` is the folder's :class:`~edge_derm.artefacts.DatasetInfo`; ``info`` is the same document as a
+    plain dict (``dataset.to_json()``) for the callers that read keys by name.
+    """
+
+    def __init__(self, dir: Path, info: DatasetInfo | Mapping[str, Any], records: list[Record]):
         self.dir = Path(dir)
-        self.info = info
+        self.dataset = info if isinstance(info, DatasetInfo) else dataset_info(info)
+        self.info = self.dataset.to_json()
         self.records = records
-        self.root = Path(info["root"])
+        self.root = Path(self.dataset.root)
         if not self.root.is_absolute():
             self.root = (self.dir / self.root).resolve()
 
     @classmethod
     def load(cls, dir: str | Path) -> "Manifest":
-        """Read ``manifest.csv`` and ``dataset.json`` from ``dir``."""
+        """Read ``manifest.csv`` and ``dataset.json`` from ``dir``.
+
+        Raises:
+            DataError: not a dataset folder, a dataset.json that is not a valid dataset document
+                (including a newer ``format_version``), a bad manifest row or a label not in ``classes``.
+        """
         dir = Path(dir)
         csv_path, json_path = dir / "manifest.csv", dir / "dataset.json"
         if not dir.is_dir():
@@ -84,24 +98,10 @@ class Manifest:
         if not csv_path.is_file() or not json_path.is_file():
             raise DataError(f"{dir} is not a dataset folder (needs manifest.csv and dataset.json); "
                             "build one with `edge-derm data build`")
-        try:
-            info = read_json(json_path)
-        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
-            raise DataError(f"{json_path}: invalid JSON ({exc}); rebuild the dataset") from exc
-        if not isinstance(info, dict):
-            raise DataError(f"{json_path}: expected a JSON object, found {type(info).__name__}; rebuild the dataset")
-        for key in ("root", "classes"):
-            if key not in info:
-                raise DataError(f"{json_path}: missing key {key!r}; rebuild the dataset")
-        if not isinstance(info["root"], str) or not info["root"]:
-            raise DataError(f"{json_path}: 'root' must be a folder path; rebuild the dataset")
-        if not isinstance(info["classes"], list) or not all(isinstance(c, str) and c for c in info["classes"]) \
-                or len(set(info["classes"])) != len(info["classes"]):
-            raise DataError(f"{json_path}: 'classes' must be a list of distinct class names; rebuild the dataset")
+        info = _read_dataset_json(json_path)
         rows = read_rows(csv_path, COLUMNS, hint="rebuild the dataset")
         records = [Record(*(row[c] for c in COLUMNS)) for row in rows]
-        classes = set(info["classes"])
-        unknown = sorted({r.label for r in records} - classes)
+        unknown = sorted({r.label for r in records} - set(info.classes))
         if unknown:
             raise DataError(f"{csv_path}: labels {unknown} are not in dataset.json classes; rebuild the dataset")
         return cls(dir, info, records)
@@ -135,21 +135,55 @@ class Manifest:
         return [str(self.resolve(r.path)) for r in rows], np.array([index[r.label] for r in rows], dtype=np.int64)
 
 
-def write_manifest(out_dir: Path, records: list[Record], info: dict[str, Any]) -> dict[str, Any]:
-    """Write ``manifest.csv`` and ``dataset.json``; fills counts and hash. Returns the info written."""
+def dataset_info(doc: Mapping[str, Any], *, source: str = "") -> DatasetInfo:
+    """The :class:`DatasetInfo` of a parsed dataset.json (or of the dict a builder is about to write).
+
+    A document without ``kind`` is one written before documents carried it: it is read as a dataset.
+    Everything else (a wrong kind, a missing or newer ``format_version``, missing ``root``/``classes``)
+    is the one-line DataError of :meth:`DatasetInfo.from_json`.
+    """
+    doc = dict(doc)
+    doc.setdefault("kind", DatasetInfo.KIND)
+    return DatasetInfo.from_json(doc, source=source)
+
+
+def _read_dataset_json(json_path: Path) -> DatasetInfo:
+    """Read and check a folder's dataset.json: a dataset document whose root and classes are usable."""
+    try:
+        doc = read_json(json_path)
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DataError(f"{json_path}: invalid JSON ({exc}); rebuild the dataset") from exc
+    if not isinstance(doc, dict):
+        raise DataError(f"{json_path}: expected a JSON object, found {type(doc).__name__}; rebuild the dataset")
+    for key in ("root", "classes"):
+        if key not in doc:
+            raise DataError(f"{json_path}: missing key {key!r}; rebuild the dataset")
+    info = dataset_info(doc, source=str(json_path))
+    if not isinstance(info.root, str) or not info.root:
+        raise DataError(f"{json_path}: 'root' must be a folder path; rebuild the dataset")
+    classes = info.classes
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise DataError(f"{json_path}: 'classes' must be a list of distinct class names; rebuild the dataset")
+    return info
+
+
+def write_manifest(out_dir: Path, records: list[Record], info: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``manifest.csv`` and ``dataset.json`` (as a :class:`DatasetInfo`); fills counts, n_images and
+    hash. Returns the info written, as a dict."""
     out_dir = Path(out_dir)
     classes = list(info["classes"])
     info = dict(info)
-    info.setdefault("kind", "dataset")
     info.setdefault("format_version", FORMAT_VERSION)
     info["counts"] = count_by_class_split(records, classes)
     info["n_images"] = len(records)
     info["hash"] = records_hash(records)
+    dataset = dataset_info(info, source=str(out_dir / "dataset.json"))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([f.name for f in fields(Record)])
     for r in records:
         writer.writerow(astuple(r))
     atomic_write_text(out_dir / "manifest.csv", buf.getvalue())
-    write_json(out_dir / "dataset.json", info)
-    return info
+    dataset.write(out_dir / "dataset.json")
+    return dataset.to_json()
