@@ -1,6 +1,6 @@
 """Measure: EfficientNet-B3's post-training int8 collapse and its recovery by the recipe search (issue 12, item 4).
 
-    .venv/bin/python -m benchmarks.measure_b3_recovery --out b3-out [--shared ../shared] [--image-size 128]
+    python -m benchmarks.measure_b3_recovery --out b3-out [--shared ../shared] [--image-size 128]
         [--epochs 1] [--min-agreement 0.97] [--skip-search] [--diagnose] [--md benchmarks/results/b3_recovery.md]
 
 No ImageNet weights for EfficientNet-B3 can be downloaded here, so each B3 is trained from scratch
@@ -17,6 +17,7 @@ recipe; ``--keep-failed`` so that the collapsed file can be measured) and ``conv
 top-1 agreement with fp32, melanoma / BCC images that change class, size, and latency (1 thread,
 interleaved rounds, median). The CPU's ISA flags are recorded with the timings. Stages are reused
 when their output exists (``--force`` redoes all). Progress and the table go to the log (stderr).
+Run from the repository root (``../shared`` is relative to it); results: ``benchmarks/results/b3_recovery*.md``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks.measure_fidelity import REPO, WATCH, cpu_flags, edge_derm_cli, interleaved_median_ms
+from benchmarks.common import SHARED, SHARED_HELP, cpu_flags, edge_derm_cli, interleaved_median_ms, kernel_noise
+from benchmarks.measure_fidelity import WATCH
 from edge_derm.provenance import machine, versions
 
 _log = logging.getLogger("measure_b3_recovery")
@@ -125,7 +127,6 @@ def diagnose(run: Path, data: Path, n_calibration: int = 256, n_verify: int = 40
     noise on every kernel) and its top-1/top-2 probability margins, (d) 16x8 (int16 activations, int8
     weights) on ``n_16x8`` images (its kernels are reference code: slow)."""
     import tf_keras as keras
-    from ai_edge_litert.interpreter import Interpreter
 
     from edge_derm.converters.calibration import sample_images
     from edge_derm.converters.convert import keras_predict, load_keras, load_run
@@ -143,37 +144,10 @@ def diagnose(run: Path, data: Path, n_calibration: int = 256, n_verify: int = 40
     ref_probs = keras_predict(model, images)
     ref = ref_probs.argmax(1)
     cal = Calibrated(model, get_preset("int8"), calib.images)
-    groups: dict[str, list[str]] = {}
-    for d in Interpreter(model_content=cal.calibrated).get_tensor_details():
-        if d["name"]:
-            groups.setdefault(_group(d["name"]), []).append(d["name"])
-    order = [g for g in ["stem", *(f"block{i}" for i in range(1, 8)), "top", "head", "other"] if g in groups]
     tmp = run.parent / f".{run.name}-diagnose.tflite"
-
-    def agreement(float_nodes: list[str]) -> float:
-        data_ = cal.quantize(per_channel=True, io="float32", float_nodes=float_nodes)
-        return float((TFLiteModel(tmp, content=data_, check_hash=False).predict(images).argmax(1) == ref).mean())
-
-    out: dict = {"n_verify": len(images), "n_calibration": len(calib.images), "all_int8": agreement([]),
-                 "groups": {g: len(groups[g]) for g in order}, "only_int8": {}, "float": {}}
-    for g in order:
-        _log.info("diagnose: %s", g)
-        out["only_int8"][g] = agreement([n for h in order if h != g for n in groups[h]])
-        out["float"][g] = agreement(groups[g])
-    rng = np.random.default_rng(seed)
-    top2 = np.sort(ref_probs, 1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    out["margin_median"], out["margin_below_0.02"] = float(np.median(margin)), float((margin < 0.02).mean())
-    noisy = np.clip(images + rng.normal(0, 0.5, images.shape), 0, 255).astype(np.float32)
-    out["input_noise_0.5"] = float((keras_predict(model, noisy).argmax(1) == ref).mean())
-    kernels = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")]
-    saved = [layer.get_weights() for layer in kernels]
-    for sd in (0.001, 0.004):
-        for layer, w in zip(kernels, saved):
-            layer.set_weights([w[0] * (1 + rng.normal(0, sd, w[0].shape)).astype(np.float32), *w[1:]])
-        out[f"weight_noise_{sd}"] = float((keras_predict(model, images).argmax(1) == ref).mean())
-        for layer, w in zip(kernels, saved):
-            layer.set_weights(w)
+    out: dict = {"n_verify": len(images), "n_calibration": len(calib.images)}
+    out.update(_group_agreements(cal, images, ref, tmp))
+    out.update(_float_sensitivity(model, images, ref_probs, np.random.default_rng(seed)))
     if n_16x8:
         _log.info("diagnose: 16x8 on %d images (reference kernels)", n_16x8)
         q16 = TFLiteModel(tmp, content=convert_16x8(model, get_preset("int8"), calib.images), check_hash=False)
@@ -183,6 +157,50 @@ def diagnose(run: Path, data: Path, n_calibration: int = 256, n_verify: int = 40
                        "seconds_per_image": (time.perf_counter() - t) / n_16x8}
     keras.backend.clear_session()
     tmp.unlink(missing_ok=True)
+    return out
+
+
+def _group_agreements(cal, images: np.ndarray, ref: np.ndarray, tmp: Path) -> dict:
+    """(a) and (b) of :func:`diagnose`: top-1 agreement with ``ref`` when only one layer group is int8 and
+    when only one is float (per-channel, float I/O), every group in network order, and all of it int8.
+    ``tmp``: the path the in-memory files are named by."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_derm.runtime import TFLiteModel
+
+    groups: dict[str, list[str]] = {}
+    for d in Interpreter(model_content=cal.calibrated).get_tensor_details():
+        if d["name"]:
+            groups.setdefault(_group(d["name"]), []).append(d["name"])
+    order = [g for g in ["stem", *(f"block{i}" for i in range(1, 8)), "top", "head", "other"] if g in groups]
+
+    def agreement(float_nodes: list[str]) -> float:
+        data_ = cal.quantize(per_channel=True, io="float32", float_nodes=float_nodes)
+        return float((TFLiteModel(tmp, content=data_, check_hash=False).predict(images).argmax(1) == ref).mean())
+
+    out: dict = {"all_int8": agreement([]), "groups": {g: len(groups[g]) for g in order}, "only_int8": {}, "float": {}}
+    for g in order:
+        _log.info("diagnose: %s", g)
+        out["only_int8"][g] = agreement([n for h in order if h != g for n in groups[h]])
+        out["float"][g] = agreement(groups[g])
+    return out
+
+
+def _float_sensitivity(model, images: np.ndarray, ref_probs: np.ndarray, rng: np.random.Generator) -> dict:
+    """(c) of :func:`diagnose`: the Keras model's top-1/top-2 margins and its top-1 agreement with itself
+    under input noise of 0.5 grey levels and under 0.1 % / 0.4 % weight noise on every kernel."""
+    from edge_derm.converters.convert import keras_predict
+
+    ref = ref_probs.argmax(1)
+    top2 = np.sort(ref_probs, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    out = {"margin_median": float(np.median(margin)), "margin_below_0.02": float((margin < 0.02).mean())}
+    noisy = np.clip(images + rng.normal(0, 0.5, images.shape), 0, 255).astype(np.float32)
+    out["input_noise_0.5"] = float((keras_predict(model, noisy).argmax(1) == ref).mean())
+    kernels = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")]
+    for sd in (0.001, 0.004):
+        with kernel_noise(kernels, rng, sd):
+            out[f"weight_noise_{sd}"] = float((keras_predict(model, images).argmax(1) == ref).mean())
     return out
 
 
@@ -201,10 +219,10 @@ def diagnosis_md(d: dict) -> str:
                f"{q16['n']} images, {q16['seconds_per_image']:.2f} s per image (reference kernels).\n"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("b3-out"))
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED, help=SHARED_HELP)
     ap.add_argument("--datasets", nargs="+", default=["ham10000-dev", "synthetic"], choices=["synthetic", "ham10000-dev"])
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=1, help="--epochs-per-block: the full-unfreeze step trains this many epochs per backbone block (B3: 7 blocks)")
@@ -220,7 +238,70 @@ def main(argv: list[str] | None = None) -> int:
                     "recipe on at most this many images (B3's 16x8 runs ~0.4 s per image); the table below is "
                     "always scored on every image")
     ap.add_argument("--skip-search", action="store_true", help="no --min-agreement search (it can run for hours on B3)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def train_and_convert(args: argparse.Namespace, name: str, data: Path, out: Path) -> tuple[Path, dict[str, Path]]:
+    """The B3 run for one dataset and its two convert folders (default int8, the search), each made once."""
+    run = out / f"run-{name}"
+    if args.force or not (run / "model.keras").is_file():
+        edge_derm_cli(["train", "--data", str(data), "--backbone", "efficientnet_b3", "--weights", "none",
+                       "--unfreeze", "full", "--image-size", str(args.image_size), "--epochs-per-block",
+                       str(args.epochs), "--out", str(run), "--force"])
+    common = ["--verify-data", str(data), "--keep-failed", "--force",
+              *(["--verify-size", str(args.verify_size)] if args.verify_size else [])]
+    folders = {"default": out / f"convert-{name}-default", "search": out / f"convert-{name}-search"}
+    if args.force or not (folders["default"] / "model.json").is_file():
+        edge_derm_cli(["convert", str(run), "--quantize", "fp32", "--quantize", "int8", "--out",
+                       str(folders["default"]), *common], ok_codes=(0, 1))
+    if not args.skip_search and (args.force or not (folders["search"] / "model.json").is_file()):
+        edge_derm_cli(["convert", str(run), "--quantize", "int8", "--min-agreement", str(args.min_agreement),
+                       "--out", str(folders["search"]), *common], ok_codes=(0, 1))
+    return run, folders
+
+
+def measure_dataset(args: argparse.Namespace, name: str, data: Path, out: Path) -> tuple[dict, str]:
+    """Train, convert and score B3 on one dataset (and diagnose it with ``--diagnose``): its results entry
+    and its markdown section."""
+    run, folders = train_and_convert(args, name, data, out)
+    searched = not args.skip_search and (folders["search"] / "model.json").is_file()
+    doc = json.loads((folders["search"] / "model.json").read_text())["variants"]["int8"] if searched else None
+    default = json.loads((folders["default"] / "model.json").read_text())["variants"]["int8"]
+    files = {"fp32": folders["default"] / "model.fp32.tflite", "int8 (default)": folders["default"] / "model.int8.tflite"}
+    if doc is not None:
+        files[f"int8 search >= {args.min_agreement}: {doc['recipe']['name']}"] = folders["search"] / "model.int8.tflite"
+    rows = score(files, data, run, args.rounds, args.runs)
+    metrics = json.loads((run / "metrics.json").read_text())
+    train_s = json.loads((run / "checkpoints" / "state.json").read_text()).get("train_seconds")
+    epochs = max(0, len((run / "history.csv").read_text().strip().splitlines()) - 1)  # one row per epoch
+    met = rows[-1]["top1_agreement"] >= args.min_agreement if doc is not None else None  # no search: no verdict
+    result = {"rows": rows, "search": doc and doc["search"], "recipe": doc and doc["recipe"],
+              "default_collapse": default.get("collapse"), "fp32_test_macro_f1": metrics["macro_f1"],
+              "fp32_test_accuracy": metrics["accuracy"], "train_seconds": train_s,
+              "epochs": epochs, "data": str(data.resolve()), "recovered_ge_bar": met}
+    run_cfg = json.loads((run / "config.json").read_text())
+    md = (f"\n## {name}\n\nB3 trained {epochs} epochs from scratch at {run_cfg['image_size']} px "
+          f"(recipe {run_cfg['train'].get('recipe')}, lr schedule {run_cfg['train'].get('lr_schedule')}) "
+          f"on `{data.resolve()}`"
+          + (f" in {train_s / 60:.0f} min" if train_s else "")
+          + f"; fp32 test accuracy {100 * metrics['accuracy']:.1f} %, macro F1 {100 * metrics['macro_f1']:.1f} %. "
+          + ("" if met is None else f"Recovered to >= {100 * args.min_agreement:.0f} % agreement: "
+             f"**{'met' if met else 'NOT met'}**.") + "\n\n"
+          + table(rows))
+    if doc is not None:
+        md += (f"\n`convert --min-agreement {args.min_agreement}` tried (bar met: {doc['search']['met']}):\n\n"
+               + tried_table(doc["search"]))
+    else:
+        md += ("\nThe `--min-agreement` search was not run (`--skip-search`).\n" if args.skip_search else
+               "\nThe `--min-agreement` search wrote no model.json (see its log).\n")
+    if args.diagnose:
+        result["diagnosis"] = diagnose(run, data)
+        md += diagnosis_md(result["diagnosis"])
+    return result, md
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out.resolve()
     args.shared = args.shared.resolve()  # the edge-derm subprocesses run in the repository folder
@@ -233,58 +314,13 @@ def main(argv: list[str] | None = None) -> int:
           "invokes, 1 thread.\n")
     for name in args.datasets:
         data = build_data(name, out, args.shared, args.per_class, args.image_size)
-        if data is None:
-            continue
-        run = out / f"run-{name}"
-        if args.force or not (run / "model.keras").is_file():
-            edge_derm_cli(["train", "--data", str(data), "--backbone", "efficientnet_b3", "--weights", "none",
-                           "--unfreeze", "full", "--image-size", str(args.image_size), "--epochs-per-block",
-                           str(args.epochs), "--out", str(run), "--force"])
-        common = ["--verify-data", str(data), "--keep-failed", "--force",
-                  *(["--verify-size", str(args.verify_size)] if args.verify_size else [])]
-        folders = {"default": out / f"convert-{name}-default", "search": out / f"convert-{name}-search"}
-        if args.force or not (folders["default"] / "model.json").is_file():
-            edge_derm_cli(["convert", str(run), "--quantize", "fp32", "--quantize", "int8", "--out",
-                           str(folders["default"]), *common], ok_codes=(0, 1))
-        if not args.skip_search and (args.force or not (folders["search"] / "model.json").is_file()):
-            edge_derm_cli(["convert", str(run), "--quantize", "int8", "--min-agreement", str(args.min_agreement),
-                           "--out", str(folders["search"]), *common], ok_codes=(0, 1))
-        searched = not args.skip_search and (folders["search"] / "model.json").is_file()
-        doc = json.loads((folders["search"] / "model.json").read_text())["variants"]["int8"] if searched else None
-        default = json.loads((folders["default"] / "model.json").read_text())["variants"]["int8"]
-        files = {"fp32": folders["default"] / "model.fp32.tflite", "int8 (default)": folders["default"] / "model.int8.tflite"}
-        if doc is not None:
-            files[f"int8 search >= {args.min_agreement}: {doc['recipe']['name']}"] = folders["search"] / "model.int8.tflite"
-        rows = score(files, data, run, args.rounds, args.runs)
-        metrics = json.loads((run / "metrics.json").read_text())
-        train_s = json.loads((run / "checkpoints" / "state.json").read_text()).get("train_seconds")
-        epochs = max(0, len((run / "history.csv").read_text().strip().splitlines()) - 1)  # one row per epoch
-        met = rows[-1]["top1_agreement"] >= args.min_agreement if doc is not None else None  # no search: no verdict
-        results[name] = {"rows": rows, "search": doc and doc["search"], "recipe": doc and doc["recipe"],
-                         "default_collapse": default.get("collapse"), "fp32_test_macro_f1": metrics["macro_f1"],
-                         "fp32_test_accuracy": metrics["accuracy"], "train_seconds": train_s,
-                         "epochs": epochs, "data": str(data.resolve()), "recovered_ge_bar": met}
-        run_cfg = json.loads((run / "config.json").read_text())
-        md += (f"\n## {name}\n\nB3 trained {epochs} epochs from scratch at {run_cfg['image_size']} px "
-               f"(recipe {run_cfg['train'].get('recipe')}, lr schedule {run_cfg['train'].get('lr_schedule')}) "
-               f"on `{data.resolve()}`"
-               + (f" in {train_s / 60:.0f} min" if train_s else "")
-               + f"; fp32 test accuracy {100 * metrics['accuracy']:.1f} %, macro F1 {100 * metrics['macro_f1']:.1f} %. "
-               + ("" if met is None else f"Recovered to >= {100 * args.min_agreement:.0f} % agreement: "
-                  f"**{'met' if met else 'NOT met'}**.") + "\n\n"
-               + table(rows))
-        if doc is not None:
-            md += (f"\n`convert --min-agreement {args.min_agreement}` tried (bar met: {doc['search']['met']}):\n\n"
-                   + tried_table(doc["search"]))
-        else:
-            md += ("\nThe `--min-agreement` search was not run (`--skip-search`).\n" if args.skip_search else
-                   "\nThe `--min-agreement` search wrote no model.json (see its log).\n")
-        if args.diagnose:
-            results[name]["diagnosis"] = diagnose(run, data)
-            md += diagnosis_md(results[name]["diagnosis"])
+        if data is not None:
+            results[name], section = measure_dataset(args, name, data, out)
+            md += section
+    command = "python -m benchmarks.measure_b3_recovery " + " ".join(sys.argv[1:] if argv is None else argv)
     doc = {"kind": "measure_b3_recovery", "image_size": args.image_size, "epochs": args.epochs,
            "min_agreement": args.min_agreement, "results": results, "machine": machine(), "cpu_isa": cpu_flags(),
-           "load_average": os.getloadavg(), "versions": versions(), "command": " ".join(sys.argv),
+           "load_average": os.getloadavg(), "versions": versions(), "command": command,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out / "b3_recovery.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "b3_recovery.md").write_text(md)

@@ -1,6 +1,6 @@
 """Measure: int8 fidelity methods side by side (issue 12, "Measured").
 
-    .venv/bin/python -m benchmarks.measure_fidelity --out fidelity-out [--shared ../shared]
+    python -m benchmarks.measure_fidelity --out fidelity-out [--shared ../shared]
         [--run RUN] [--image-size 128] [--min-agreement 0.99] [--skip-qat] [--force]
 
 1. ``edge-derm data build ham10000 ../shared/data/ham10000-dev`` (dermai13, lesion-grouped split) and,
@@ -18,8 +18,9 @@
    files interleaved in one process so that load on the machine hits them alike; warm-up first).
    The CPU's ISA flags are recorded with the timings.
 
-Writes ``fidelity.json`` and ``fidelity.md`` into ``--out`` and prints the table. Stages are reused
-when their output exists (``--force`` redoes all). A script, not library code: it prints.
+Writes ``fidelity.json`` and ``fidelity.md`` into ``--out`` and prints the table (the repository's copies:
+``benchmarks/results/fidelity*.md``). Stages are reused when their output exists (``--force`` redoes all).
+Run from the repository root; ``../shared`` is relative to it. A script, not library code: it prints.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,53 +35,24 @@ from pathlib import Path
 import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from benchmarks.common import SHARED, SHARED_HELP, cpu_flags, edge_derm_cli, interleaved_median_ms, kernel_noise
 from edge_derm.provenance import machine, versions
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = "weights/keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 WATCH = ("MM", "BCC")
-ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-       "avx_vnni", "amx_tile", "amx_int8")
-
-
-def edge_derm_cli(args: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
-    """Run one ``edge-derm`` command in a fresh process; stop the script on an unexpected exit code."""
-    cmd = [sys.executable, "-c", "from edge_derm.cli import entry; entry()", "--quiet", *args]
-    print("$ edge-derm " + " ".join(args), flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=os.environ)
-    if proc.returncode not in ok_codes:
-        raise SystemExit(f"edge-derm {args[0]} failed (exit {proc.returncode})")
-    print(f"  ({time.perf_counter() - t0:.0f} s, exit {proc.returncode})", flush=True)
-    return proc.returncode
-
-
-def cpu_flags() -> dict:
-    """The ISA flags of this CPU (``grep flags /proc/cpuinfo``): the full line and the SIMD ones that matter."""
-    line = ""
-    try:
-        for row in Path("/proc/cpuinfo").read_text().splitlines():
-            if row.startswith("flags"):
-                line = row.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = set(line.split())
-    return {"simd": [f for f in ISA if f in flags], "flags": line}
 
 
 def extra_recipes(run: Path, data: Path, out: Path, calibration_size: int) -> dict[str, Path]:
     """Files for the search rungs that the search itself did not need to write."""
-    import tf_keras as keras
-
     from edge_derm.converters.calibration import sample_images
     from edge_derm.converters.presets import get_preset
     from edge_derm.converters.search import Calibrated, convert_16x8
+    from edge_derm.models import load_model
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
     classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
-    model = keras.models.load_model(run / "model.keras", compile=False)
+    model = load_model(run / "model.keras")
     preset = get_preset("int8")
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -109,26 +80,36 @@ def extra_recipes(run: Path, data: Path, out: Path, calibration_size: int) -> di
     return files
 
 
-def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: int) -> tuple[list[dict], dict]:
-    """Fidelity against fp32 on every image, macro F1 on the test split, interleaved latency."""
+def all_images(run: Path, data: Path):
+    """Every image of ``data`` preprocessed for the run (manifest order), which of them are in the test split,
+    the run's classes and its taxonomy's triage."""
     from edge_derm.converters.calibration import sample_images
-    from edge_derm.converters.verify import fidelity
+    from edge_derm.data.manifest import Manifest
     from edge_derm.data.taxonomy import load_taxonomy
-    from edge_derm.evaluation.metrics import compute_metrics
-    from edge_derm.runtime import TFLiteModel
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
     classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
     sample = sample_images(data, classes, size, resize, n=None, splits=("all",), purpose="fidelity", compact=True)
-    from edge_derm.data.manifest import Manifest
-
-    manifest = Manifest.load(data)
-    records = manifest.records  # sample_images keeps the manifest order when it takes every image
+    records = Manifest.load(data).records  # sample_images keeps the manifest order when it takes every image
     if len(records) != len(sample.images):
         raise SystemExit(f"{len(records) - len(sample.images)} unreadable images in {data}; fix the dataset first")
     is_test = np.array([r.split == "test" for r in records])
-    triage = load_taxonomy(cfg.get("taxonomy", "native")).triage
+    return sample, is_test, classes, load_taxonomy(cfg.get("taxonomy", "native")).triage
+
+
+def watch_counts(fid: dict) -> dict:
+    """The watched classes' flips from ``converters.verify.fidelity``: flipped, n and rate per class."""
+    return {c: {"flipped": w["flipped"], "n": w["n"], "flip_rate": w["flip_rate"]} for c, w in fid["watch"].items()}
+
+
+def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: int) -> tuple[list[dict], dict]:
+    """Fidelity against fp32 on every image, macro F1 on the test split, interleaved latency."""
+    from edge_derm.converters.verify import fidelity
+    from edge_derm.evaluation.metrics import compute_metrics
+    from edge_derm.runtime import TFLiteModel
+
+    sample, is_test, classes, triage = all_images(run, data)
     probs = {}
     models = {}
     for name, path in files.items():
@@ -142,22 +123,18 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
     margin = top2[:, 1] - top2[:, 0]  # how far each fp32 decision is from a tie
     ref_metrics = compute_metrics(y[is_test], ref[is_test], classes, triage=triage)
     # Latency: interleaved rounds, 1 thread, median of all timed invokes per file.
-    image = np.asarray(sample.images[:1], dtype=np.float32)
-    median_ms = interleaved_median_ms(models, image, rounds, runs)
+    median_ms = interleaved_median_ms(models, np.asarray(sample.images[:1], dtype=np.float32), rounds, runs)
     rows = []
-    fp32_ms = median_ms["fp32"]
     for name, path in files.items():
         fid = fidelity(ref, probs[name], classes, WATCH)
         met = compute_metrics(y[is_test], probs[name][is_test], classes, triage=triage)
         ms = median_ms[name]
         rows.append({
             "method": name, "file": str(path), "size_kib": round(path.stat().st_size / 1024, 1),
-            "n": fid["n"], "top1_agreement": fid["top1_agreement"], "flips": fid["flips"],
-            "watch": {c: {"flipped": w["flipped"], "n": w["n"], "flip_rate": w["flip_rate"]}
-                      for c, w in fid["watch"].items()},
+            "n": fid["n"], "top1_agreement": fid["top1_agreement"], "flips": fid["flips"], "watch": watch_counts(fid),
             "mean_abs_diff": fid["mean_abs_diff"], "kl_mean": fid["kl_mean"],
             "macro_f1_test": met["macro_f1"], "delta_macro_f1_pp": round(100 * (met["macro_f1"] - ref_metrics["macro_f1"]), 2),
-            "accuracy_test": met["accuracy"], "latency_ms": round(ms, 3), "latency_vs_fp32": round(ms / fp32_ms, 3),
+            "accuracy_test": met["accuracy"], "latency_ms": round(ms, 3), "latency_vs_fp32": round(ms / median_ms["fp32"], 3),
             "input_dtype": models[name].input_details["dtype"].__name__,
             "float_ops": sorted(set(models[name].info.float_ops())),
             "n_ops": len(models[name].info.ops),
@@ -175,19 +152,11 @@ def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> di
     with the model that had the same extra training without quantisation: top-1 agreement on every image
     and macro F1 on the test split (QAT's file, its control in Keras, and the fp32 run it started from)."""
     from benchmarks.measure_quantization import float_control
-    from edge_derm.converters.calibration import sample_images
     from edge_derm.converters.verify import fidelity
-    from edge_derm.data.manifest import Manifest
-    from edge_derm.data.taxonomy import load_taxonomy
     from edge_derm.evaluation.metrics import compute_metrics
     from edge_derm.runtime import TFLiteModel
-    from edge_derm.training.evaluate import read_run
 
-    cfg = read_run(run)
-    classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
-    sample = sample_images(data, classes, size, resize, n=None, splits=("all",), purpose="fidelity", compact=True)
-    is_test = np.array([r.split == "test" for r in Manifest.load(data).records])
-    triage = load_taxonomy(cfg.get("taxonomy", "native")).triage
+    sample, is_test, classes, triage = all_images(run, data)
     control, summary = float_control(run, epochs, None)
     images = np.asarray(sample.images, dtype=np.float32)
     p_control = control.predict(images, batch_size=64, verbose=0)
@@ -197,8 +166,7 @@ def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> di
     f1 = {name: compute_metrics(y[is_test], p[is_test], classes, triage=triage)["macro_f1"]
           for name, p in (("control", p_control), ("qat", p_qat))}
     return {"epochs": epochs, "control_training": summary, "top1_agreement": fid["top1_agreement"],
-            "flips": fid["flips"], "watch": {c: {"flipped": w["flipped"], "n": w["n"], "flip_rate": w["flip_rate"]}
-                                             for c, w in fid["watch"].items()},
+            "flips": fid["flips"], "watch": watch_counts(fid),
             "macro_f1_control": f1["control"], "macro_f1_qat": f1["qat"],
             "delta_macro_f1_pp": round(100 * (f1["qat"] - f1["control"]), 2)}
 
@@ -252,51 +220,27 @@ def sensitivity(run: Path, data: Path, weights: Path | None, n: int = 512, top: 
     the relative change of its pooled features is reported beside the fine-tuned model's: a layer that is
     fragile before fine-tuning is fragile by architecture, not by training.
     """
-    import tf_keras as keras
-
     from edge_derm.converters.calibration import sample_images
-    from edge_derm.models import build_classifier
+    from edge_derm.models import build_classifier, load_model
     from edge_derm.training.evaluate import read_run
 
     cfg = read_run(run)
     classes, size, resize = cfg.classes, int(cfg.image_size), cfg.get("resize_mode", "nearest")
     images = sample_images(data, classes, size, resize, n=n, seed=seed, splits=("all",), purpose="sensitivity").images
     images = np.asarray(images, dtype=np.float32)
-    model = keras.models.load_model(run / "model.keras", compile=False)
-    rng = np.random.default_rng(seed)
-
-    def agree(m) -> float:
-        return float((m.predict(images, batch_size=128, verbose=0).argmax(1) == ref).mean())
-
+    model = load_model(run / "model.keras")
+    rng = np.random.default_rng(seed)  # one stream, drawn in this order: per layer, all kernels, input
     ref = model.predict(images, batch_size=128, verbose=0).argmax(1)
     kernels = [layer for layer in model.layers if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D", "Dense")]
     per_layer = []
     for layer in kernels:
-        saved = layer.get_weights()
-        layer.set_weights([saved[0] * (1 + rng.normal(0, 0.01, saved[0].shape)).astype(np.float32), *saved[1:]])
-        per_layer.append({"layer": layer.name, "agreement": agree(model)})
-        layer.set_weights(saved)
+        with kernel_noise([layer], rng, 0.01):
+            per_layer.append({"layer": layer.name, "agreement": _agreement(model, images, ref)})
     per_layer.sort(key=lambda r: r["agreement"])
-    saved_all = [layer.get_weights() for layer in kernels]
-    for layer, w in zip(kernels, saved_all):
-        layer.set_weights([w[0] * (1 + rng.normal(0, 0.001, w[0].shape)).astype(np.float32), *w[1:]])
-    all_layers = agree(model)
-    for layer, w in zip(kernels, saved_all):
-        layer.set_weights(w)
+    with kernel_noise(kernels, rng, 0.001):
+        all_layers = _agreement(model, images, ref)
     noisy = np.clip(images + rng.normal(0, 0.5, images.shape), 0, 255).astype(np.float32)
     input_noise = float((model.predict(noisy, batch_size=128, verbose=0).argmax(1) == ref).mean())
-
-    def feature_change(m, name: str) -> float:
-        feats = keras.Model(m.inputs, m.get_layer("head_conv").input)
-        base = feats.predict(images, batch_size=128, verbose=0).mean((1, 2))
-        layer = m.get_layer(name)
-        saved = layer.get_weights()
-        layer.set_weights([saved[0] * (1 + np.random.default_rng(seed).normal(0, 0.01, saved[0].shape)).astype(np.float32),
-                           *saved[1:]])
-        moved = feats.predict(images, batch_size=128, verbose=0).mean((1, 2))
-        layer.set_weights(saved)
-        return float((np.linalg.norm(moved - base, axis=1) / np.maximum(np.linalg.norm(base, axis=1), 1e-12)).mean())
-
     init = None
     if weights is not None and Path(weights).is_file() and cfg.get("backbone") == "mobilenet_v2" \
             and f"_{cfg.get('alpha')}_" in Path(weights).name:
@@ -305,11 +249,28 @@ def sensitivity(run: Path, data: Path, weights: Path | None, n: int = 512, top: 
     for row in per_layer[:top]:
         if row["layer"].startswith("head_") or "head_conv" not in names:  # features: what enters the head
             continue
-        row["feature_change"] = feature_change(model, row["layer"])
+        row["feature_change"] = _feature_change(model, row["layer"], images, seed)
         if init is not None:
-            row["feature_change_imagenet"] = feature_change(init, row["layer"])
+            row["feature_change_imagenet"] = _feature_change(init, row["layer"], images, seed)
     return {"n_images": len(images), "per_layer": per_layer, "all_kernels_0.1pct": all_layers,
             "input_noise_0.5": input_noise}
+
+
+def _agreement(model, images: np.ndarray, ref: np.ndarray) -> float:
+    """Share of ``images`` whose top-1 under ``model`` (as it is now) equals ``ref``."""
+    return float((model.predict(images, batch_size=128, verbose=0).argmax(1) == ref).mean())
+
+
+def _feature_change(model, name: str, images: np.ndarray, seed: int) -> float:
+    """Mean relative change of the pooled features entering the head (``head_conv``'s input) when layer
+    ``name``'s kernel gets 1 % noise (a fresh generator from ``seed``, so both models get the same draw)."""
+    import tf_keras as keras
+
+    feats = keras.Model(model.inputs, model.get_layer("head_conv").input)
+    base = feats.predict(images, batch_size=128, verbose=0).mean((1, 2))
+    with kernel_noise([model.get_layer(name)], np.random.default_rng(seed), 0.01):
+        moved = feats.predict(images, batch_size=128, verbose=0).mean((1, 2))
+    return float((np.linalg.norm(moved - base, axis=1) / np.maximum(np.linalg.norm(base, axis=1), 1e-12)).mean())
 
 
 def sensitivity_table(sens: dict, top: int = 8) -> str:
@@ -324,24 +285,6 @@ def sensitivity_table(sens: dict, top: int = 8) -> str:
         out += (f"| {r['layer']} | {100 * r['agreement']:.1f} % | {'-' if fc is None else f'{100 * fc:.1f} %'} | "
                 f"{'-' if fi is None else f'{100 * fi:.1f} %'} |\n")
     return out
-
-
-def interleaved_median_ms(models: dict, image, rounds: int, runs: int) -> dict[str, float]:
-    """Median milliseconds per invoke of each model: 20 warm-up invokes each, then ``rounds`` rounds that
-    time ``runs`` invokes of every model in turn (interleaved, so load changes hit all models alike)."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for m in models.values():
-        m.set_input(image)
-        for _ in range(20):
-            m.invoke_raw()
-    for _ in range(rounds):
-        for name, m in models.items():
-            m.set_input(image)
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                m.invoke_raw()
-                times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) * 1000 for name, t in times.items()}
 
 
 def sweep_table(rows: list[dict]) -> str:
@@ -404,10 +347,10 @@ def table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("fidelity-out"))
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    ap.add_argument("--shared", type=Path, default=SHARED, help=SHARED_HELP)
     ap.add_argument("--run", type=Path, default=None, help="a trained run to use instead of training one")
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--min-agreement", type=float, default=0.99)
@@ -422,9 +365,11 @@ def main(argv: list[str] | None = None) -> int:
                          "block, 4 images per class, lr 1e-3 / 1e-4)")
     ap.add_argument("--skip-sensitivity", action="store_true")
     ap.add_argument("--force", action="store_true")
-    args = ap.parse_args(argv)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    return ap.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
+    """Stage 1: the dataset and (unless ``--run``) the trained run, each made once; their folders."""
     data = out / "ds-ham"
     if args.force or not (data / "manifest.csv").is_file():
         edge_derm_cli(["data", "build", "ham10000", str(args.shared / "data/ham10000-dev"), "--out", str(data),
@@ -436,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         edge_derm_cli(["train", "--data", str(data), "--recipe", args.recipe, "--backbone", "mobilenet_v2",
                        "--alpha", "0.35", "--weights", str(args.shared / WEIGHTS), "--image-size", str(args.image_size),
                        *tuned, "--out", str(run), "--force"])
+    return data, run
+
+
+def convert_stages(args: argparse.Namespace, out: Path, data: Path, run: Path) -> list[str]:
+    """Stage 2: one ``edge-derm convert`` folder per stage (``convert-<stage>``), each made once; the stages."""
     common = ["--verify-data", str(data), "--keep-failed", "--force", "--calibration-size", str(args.calibration_size)]
     stages = {
         "default": ["--quantize", "fp32", "--quantize", "fp16", "--quantize", "dynamic", "--quantize", "int8"],
@@ -448,8 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         folder = out / f"convert-{stage}"
         if args.force or not (folder / "model.json").is_file():
             edge_derm_cli(["convert", str(run), *flags, "--out", str(folder), *common], ok_codes=(0, 1))
-    extra = extra_recipes(run, data, out / "recipes", args.calibration_size)
-    search = json.loads((out / "convert-search/model.json").read_text())["variants"]["int8"]
+    return list(stages)
+
+
+def method_files(args: argparse.Namespace, out: Path, extra: dict[str, Path], search: dict) -> dict[str, Path]:
+    """Every method of the table (row name -> .tflite), in the table's order."""
     files = {"fp32": out / "convert-default/model.fp32.tflite", "fp16": out / "convert-default/model.fp16.tflite",
              "dynamic": out / "convert-default/model.dynamic.tflite",
              "int8 per-channel (default, uint8 I/O)": out / "convert-default/model.int8.tflite",
@@ -457,6 +410,56 @@ def main(argv: list[str] | None = None) -> int:
              f"int8 search >= {args.min_agreement}: {search['recipe']['name']}": out / "convert-search/model.int8.tflite"}
     if not args.skip_qat:
         files["qat (1 epoch)"] = out / "convert-qat/model.qat.tflite"
+    return files
+
+
+def convert_verification(out: Path, stages: list[str]) -> dict:
+    """What each convert stage's own verification said about each variant (from its model.json)."""
+    verified = {}
+    for stage in stages:
+        doc = json.loads((out / f"convert-{stage}/model.json").read_text())
+        verified[stage] = {m: {"passed": v["verification"]["passed"], "top1_agreement_vs_keras":
+                               v["verification"]["top1_agreement"], "failures": v["verification"]["failures"],
+                               "recipe": v.get("recipe", {}).get("name")} for m, v in doc["variants"].items()}
+    return verified
+
+
+def markdown(args: argparse.Namespace, result: dict, cpu: dict, recipe: str | None) -> str:
+    """fidelity.md: the method table, the search's rungs, QAT vs its control, sensitivity, sweep, goals."""
+    control, sens, sweep, search = result["qat_vs_control"], result["sensitivity"], result["latency_sweep"], result["search"]
+    return (f"# int8 fidelity methods: MobileNetV2 alpha 0.35, {args.image_size} px, ham10000-dev\n\n"
+            f"Model: `{Path(result['run']).name}`, recipe {recipe or 'paper (legacy)'}.\n\n"
+            f"Fidelity against the fp32 file on all {result['n_images']} images; macro F1 on the {result['n_test']} test "
+            f"images (fp32: {100 * result['fp32_macro_f1_test']:.1f} %); "
+            f"fp32 top-1 margin (p1 - p2): median {result['fp32_margin_median']}, share of images below 0.05 / 0.1 / 0.2: "
+            f"{' / '.join(f'{100 * v:.1f} %' for v in result['fp32_margin_share'].values())}. Latency: median of "
+            f"{args.rounds} x {args.runs} interleaved invokes, 1 thread, {machine()['cpu']} "
+            f"({machine()['cores_available']} cores available), "
+            f"load average {os.getloadavg()[0]:.1f}; SIMD flags: {' '.join(cpu['simd'])}.\n\n" + table(result["rows"])
+            + f"\n## The recipes `convert --min-agreement {args.min_agreement}` tried (bar met: {search['met']})\n\n"
+            + search_table(search)
+            + ("" if control is None else
+               f"\n## QAT against its float control\n\nThe run's model fine-tuned {control['epochs']} epoch(s) with QAT's "
+               f"schedule in float (the control) vs the QAT file: top-1 agreement {100 * control['top1_agreement']:.2f} % "
+               f"({control['flips']} images), MM changed {control['watch']['MM']['flipped']}/{control['watch']['MM']['n']}, "
+               f"BCC changed {control['watch']['BCC']['flipped']}/{control['watch']['BCC']['n']}; macro F1 on test: "
+               f"control {100 * control['macro_f1_control']:.1f} %, QAT {100 * control['macro_f1_qat']:.1f} % "
+               f"({control['delta_macro_f1_pp']:+.1f} pp).\n")
+            + ("" if sens is None else "\n## Why post-training int8 tops out: float sensitivity\n\n" + sensitivity_table(sens))
+            + ("\n## fp32 vs int8 latency and size by input size and width (MobileNetV2, random weights)\n\n"
+               + sweep_table(sweep) if sweep else "")
+            + "\n## Goals\n\n" + "".join(f"- {k}: {'met' if v else 'NOT met'}\n" for k, v in result["goals"].items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data, run = prepare(args, out)
+    stages = convert_stages(args, out, data, run)
+    extra = extra_recipes(run, data, out / "recipes", args.calibration_size)
+    search = json.loads((out / "convert-search/model.json").read_text())["variants"]["int8"]
+    files = method_files(args, out, extra, search)
     cpu = cpu_flags()
     rows, info = measure(files, run, data, args.rounds, args.runs)
     sizes = [int(x) for x in args.sweep.split(",") if x.strip()]
@@ -464,41 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     sweep = latency_sweep(sizes, out, args.rounds, args.runs, widths) if sizes else []
     sens = None if args.skip_sensitivity else sensitivity(run, data, args.shared / WEIGHTS)
     control = None if args.skip_qat else qat_vs_control(run, data, out / "convert-qat/model.qat.tflite")
-    verified = {}
-    for stage in stages:
-        doc = json.loads((out / f"convert-{stage}/model.json").read_text())
-        verified[stage] = {m: {"passed": v["verification"]["passed"], "top1_agreement_vs_keras":
-                               v["verification"]["top1_agreement"], "failures": v["verification"]["failures"],
-                               "recipe": v.get("recipe", {}).get("name")} for m, v in doc["variants"].items()}
     result = {"kind": "measure_fidelity", "run": str(run), "data": str(data), "image_size": args.image_size,
               "min_agreement": args.min_agreement, "rows": rows, **info, "search": search["search"],
               "goals": goals(rows, sweep), "sensitivity": sens, "qat_vs_control": control,
-              "convert_verification": verified, "latency_sweep": sweep, "machine": machine(), "cpu_isa": cpu, "load_average": os.getloadavg(),
+              "convert_verification": convert_verification(out, stages), "latency_sweep": sweep, "machine": machine(),
+              "cpu_isa": cpu, "load_average": os.getloadavg(),
               "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
-    train_cfg = json.loads((run / "config.json").read_text()).get("train", {})
-    md = (f"# int8 fidelity methods: MobileNetV2 alpha 0.35, {args.image_size} px, ham10000-dev\n\n"
-          f"Model: `{run.name}`, recipe {train_cfg.get('recipe') or 'paper (legacy)'}.\n\n"
-          f"Fidelity against the fp32 file on all {info['n_images']} images; macro F1 on the {info['n_test']} test "
-          f"images (fp32: {100 * info['fp32_macro_f1_test']:.1f} %); "
-          f"fp32 top-1 margin (p1 - p2): median {info['fp32_margin_median']}, share of images below 0.05 / 0.1 / 0.2: "
-          f"{' / '.join(f'{100 * v:.1f} %' for v in info['fp32_margin_share'].values())}. Latency: median of "
-          f"{args.rounds} x {args.runs} interleaved invokes, 1 thread, {machine()['cpu']} "
-          f"({machine()['cores_available']} cores available), "
-          f"load average {os.getloadavg()[0]:.1f}; SIMD flags: {' '.join(cpu['simd'])}.\n\n" + table(rows)
-          + f"\n## The recipes `convert --min-agreement {args.min_agreement}` tried (bar met: {search['search']['met']})\n\n"
-          + search_table(search["search"])
-          + ("" if control is None else
-             f"\n## QAT against its float control\n\nThe run's model fine-tuned {control['epochs']} epoch(s) with QAT's "
-             f"schedule in float (the control) vs the QAT file: top-1 agreement {100 * control['top1_agreement']:.2f} % "
-             f"({control['flips']} images), MM changed {control['watch']['MM']['flipped']}/{control['watch']['MM']['n']}, "
-             f"BCC changed {control['watch']['BCC']['flipped']}/{control['watch']['BCC']['n']}; macro F1 on test: "
-             f"control {100 * control['macro_f1_control']:.1f} %, QAT {100 * control['macro_f1_qat']:.1f} % "
-             f"({control['delta_macro_f1_pp']:+.1f} pp).\n")
-          + ("" if sens is None else "\n## Why post-training int8 tops out: float sensitivity\n\n" + sensitivity_table(sens))
-          + ("\n## fp32 vs int8 latency and size by input size and width (MobileNetV2, random weights)\n\n"
-             + sweep_table(sweep) if sweep else "")
-          + "\n## Goals\n\n" + "".join(f"- {k}: {'met' if v else 'NOT met'}\n" for k, v in goals(rows, sweep).items()))
+    md = markdown(args, result, cpu, read_run(run).get("train", {}).get("recipe"))
     (out / "fidelity.md").write_text(md)
     print(md)
     return 0
