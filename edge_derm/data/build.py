@@ -15,6 +15,7 @@ import os
 import statistics
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -87,8 +88,7 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
         root: the unpacked dataset (for ``csv``: the CSV file or its folder).
         out: the dataset folder to write (replaced only with ``force``).
         taxonomy: ``dermai13``, ``native`` or a taxonomy .toml path.
-        test_fraction: share of each class's images in ``test``.
-        val_fraction: share of each class's images in ``val``.
+        test_fraction, val_fraction: share of each class's images in ``test`` / ``val``.
         seed: split seed.
         strict: fail on the first unreadable image instead of skipping it.
         force: replace an existing ``out``.
@@ -115,10 +115,62 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
     whole = [root] if source == "folder" or Path(root).is_file() else []
     check_not_input(out, whole)  # before the image checks
     root = Path(os.path.abspath(root))
-    data_root = root.parent if root.is_file() else root
     if not items:
         raise DataError(f"{root}: the {source} source lists no images")
+    sel = _select(items, tax, source, root, max_pixels, strict)
+    groups = [it.group or it.path for it, _ in sel.good]
+    split_mode, splits, split_warnings = _assign_splits(sel, groups, root, test_fraction, val_fraction, seed)
+    records = [Record(it.path, lab, it.source_label, source, grp, sp)
+               for (it, lab), grp, sp in zip(sel.good, groups, splits)]
+    info = _build_info(sel, source, source_options, tax, taxonomy, split_mode=split_mode, seed=seed,
+                       fractions=(test_fraction, val_fraction), groups=groups, warnings=split_warnings,
+                       max_pixels=max_pixels)
+    with staged_dir(out, force, [*whole, *sel.paths]) as tmp:
+        write_manifest(tmp, records, info)
+        _write_skipped(tmp / "skipped.csv", sel.skipped)
+    _log.info("wrote %s: %d images, %d classes, %d skipped", out, len(records), len(sel.classes), len(sel.skipped))
+    return Manifest.load(out)
 
+
+@dataclass
+class _Selection:
+    """The images a build keeps (``good``: item and taxonomy class) and what it left out, and why."""
+
+    data_root: Path                          # the folder manifest paths are relative to
+    paths: list[Path]                        # every listed image once (all are inputs of the build)
+    good: list[tuple[SourceItem, str]]       # readable images with a taxonomy class
+    classes: list[str]                       # the classes present, in the taxonomy's order
+    dropped: Counter                         # source label -> images without a taxonomy class
+    skipped: list[tuple[str, str, str]]      # unreadable images: (path, source label, reason)
+    sizes: list[tuple[int, int]]             # (width, height) of every good image
+
+
+def _select(items: list[SourceItem], tax: Taxonomy, source: str, root: Path, max_pixels: int,
+            strict: bool) -> _Selection:
+    """Map the source's labels onto the taxonomy, clean the paths and check every image.
+
+    Raises:
+        DataError: nothing maps, a path escapes the root, a listed image is missing, an unreadable image
+            with ``strict``, a class whose images are all unreadable, fewer than two classes left.
+    """
+    data_root = root.parent if root.is_file() else root
+    kept, dropped = _map_labels(items, tax, source, root)
+    kept, paths = _normalise_paths(kept, data_root)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} listed image(s) are missing (first: {missing[0]}); "
+                        f"check that ROOT is the complete, unpacked {source} dataset")
+    good, skipped, sizes = _check_readable(kept, paths, max_pixels, strict)
+    classes = _classes_in_order(tax, (lab for _, lab in good))
+    if len(classes) < 2:
+        raise DataError(f"only {len(classes)} class ({', '.join(classes)}) left after mapping onto "
+                        f"{tax.name!r}; a classifier needs at least 2")
+    return _Selection(data_root, paths, good, classes, dropped, skipped, sizes)
+
+
+def _map_labels(items: list[SourceItem], tax: Taxonomy, source: str, root: Path
+                ) -> tuple[list[tuple[SourceItem, str]], Counter]:
+    """Each item with its taxonomy class; the labels without one are dropped and counted (and logged)."""
     dropped: Counter = Counter()
     kept: list[tuple[SourceItem, str]] = []
     for it in items:
@@ -133,13 +185,15 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
     if not kept:
         raise DataError(f"no label of {root} maps onto taxonomy {tax.name!r} (found: "
                         f"{', '.join(sorted(dropped)[:8])}); use --taxonomy native or a taxonomy file")
+    return kept, dropped
 
-    kept, paths = _normalise_paths(kept, data_root)
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"{len(missing)} listed image(s) are missing (first: {missing[0]}); "
-                        f"check that ROOT is the complete, unpacked {source} dataset")
 
+def _check_readable(kept: list[tuple[SourceItem, str]], paths: list[Path], max_pixels: int, strict: bool
+                    ) -> tuple[list[tuple[SourceItem, str]], list[tuple[str, str, str]], list[tuple[int, int]]]:
+    """Split the images into readable ones (with their sizes) and skipped ones (with the reason).
+
+    A class whose images are all unreadable is an error rather than a silently smaller taxonomy.
+    """
     results = _check(paths, max_pixels, f"checking {len(paths)} images")
     good: list[tuple[SourceItem, str]] = []
     skipped: list[tuple[str, str, str]] = []
@@ -159,49 +213,50 @@ def build_dataset(source: str, root: str | Path, out: str | Path, *, taxonomy: s
         first = next(res for (_, lab), res in zip(kept, results) if lab == emptied[0] and isinstance(res, str))
         raise DataError(f"class {emptied[0]!r} is left empty: all its images are unreadable (e.g. {first}); "
                         "fix the files or remove the class")
-    classes = _classes_in_order(tax, (lab for _, lab in good))
-    if len(classes) < 2:
-        raise DataError(f"only {len(classes)} class ({', '.join(classes)}) left after mapping onto "
-                        f"{tax.name!r}; a classifier needs at least 2")
+    return good, skipped, sizes
 
-    labels = [lab for _, lab in good]
-    groups = [it.group or it.path for it, _ in good]
-    official = [it.split for it, _ in good]
-    split_warnings: list[str] = []
+
+def _assign_splits(sel: _Selection, groups: list[str], root: Path, test_fraction: float, val_fraction: float,
+                   seed: int) -> tuple[str, list[str], list[str]]:
+    """The split mode (``official`` when the source gives every image its split, else ``random``), each
+    image's split and the warnings. An official split is kept as given, with a warning for groups it
+    puts on both sides; a random one is :func:`split_groups`'s.
+    """
+    official = [it.split for it, _ in sel.good]
     if all(official):
-        split_mode = "official"
-        splits = official
-        leaks = _groups_on_both_sides(groups, splits)
+        leaks = _groups_on_both_sides(groups, official)
+        warnings: list[str] = []
         if leaks:
-            split_warnings.append(f"{len(leaks)} group(s) are in more than one official split (e.g. {leaks[0]})")
-            _log.warning("%s", split_warnings[-1])
-    elif any(official):
+            warnings.append(f"{len(leaks)} group(s) are in more than one official split (e.g. {leaks[0]})")
+            _log.warning("%s", warnings[-1])
+        return "official", official, warnings
+    if any(official):
         raise DataError(f"{root}: only some images have an official split; give it for all or none")
-    else:
-        split_mode = "random"
-        splits, split_warnings = split_groups(labels, groups, test_fraction=test_fraction,
-                                              val_fraction=val_fraction, seed=seed)
-    records = [Record(it.path, lab, it.source_label, source, grp, sp)
-               for (it, lab), grp, sp in zip(good, groups, splits)]
-    info = {
-        "kind": "dataset", "format_version": 1, "root": str(data_root), "source": source,
+    splits, warnings = split_groups([lab for _, lab in sel.good], groups, test_fraction=test_fraction,
+                                    val_fraction=val_fraction, seed=seed)
+    return "random", splits, warnings
+
+
+def _build_info(sel: _Selection, source: str, source_options: dict[str, Any], tax: Taxonomy, taxonomy: str, *,
+                split_mode: str, seed: int, fractions: tuple[float, float], groups: list[str],
+                warnings: list[str], max_pixels: int) -> dict[str, Any]:
+    """The dataset.json of a build, less what :func:`write_manifest` fills in (counts, n_images, hash)."""
+    classes = sel.classes
+    random_split = split_mode == "random"
+    return {
+        "kind": "dataset", "format_version": 1, "root": str(sel.data_root), "source": source,
         "source_options": {k: v for k, v in source_options.items() if v is not None and v is not False},
         "taxonomy": tax.name, "classes": classes,
         "descriptions": {c: tax.descriptions.get(c, c) for c in classes},
         "triage": {c: tax.triage_of(c) for c in classes},
         "taxonomy_file": str(Path(taxonomy).resolve()) if taxonomy.endswith(".toml") else None,
-        "dropped": dict(dropped.most_common()), "skipped": len(skipped),
+        "dropped": dict(sel.dropped.most_common()), "skipped": len(sel.skipped),
         "split": split_mode, "seed": seed,
-        "test_fraction": test_fraction if split_mode == "random" else None,
-        "val_fraction": val_fraction if split_mode == "random" else None,
-        "groups": len(set(groups)), "warnings": split_warnings,
-        "image_sizes": _size_stats(sizes), "max_pixels": max_pixels, "versions": versions(),
+        "test_fraction": fractions[0] if random_split else None,
+        "val_fraction": fractions[1] if random_split else None,
+        "groups": len(set(groups)), "warnings": warnings,
+        "image_sizes": _size_stats(sel.sizes), "max_pixels": max_pixels, "versions": versions(),
     }
-    with staged_dir(out, force, [*whole, *paths]) as tmp:
-        write_manifest(tmp, records, info)
-        _write_skipped(tmp / "skipped.csv", skipped)
-    _log.info("wrote %s: %d images, %d classes, %d skipped", out, len(records), len(classes), len(skipped))
-    return Manifest.load(out)
 
 
 def _normalise_paths(kept: list[tuple[SourceItem, str]], data_root: Path
@@ -270,12 +325,22 @@ def merge_datasets(dirs: Sequence[str | Path], out: str | Path, *, force: bool =
     if len(taxonomies) > 1:
         raise ConfigError(f"cannot merge datasets of different taxonomies ({', '.join(sorted(map(str, taxonomies)))}); "
                           "rebuild them with the same --taxonomy")
-    tax_name = taxonomies.pop()
     try:
         common = Path(os.path.commonpath([str(m.root) for m in manifests]))
     except ValueError as exc:  # different drives
         raise DataError(f"the datasets' roots share no common folder ({exc}); move them onto one drive") from exc
+    records, n_dups = _merged_records(manifests, common, drop_duplicates)
+    warnings = _cross_dataset_leaks(manifests, records)
+    info = _merged_info(manifests, records, common, taxonomies.pop(), duplicates_dropped=n_dups, warnings=warnings)
+    with staged_dir(out, force, inputs) as tmp:
+        write_manifest(tmp, records, info)
+        _write_skipped(tmp / "skipped.csv", [])
+    return Manifest.load(out)
 
+
+def _merged_records(manifests: list[Manifest], common: Path, drop_duplicates: bool) -> tuple[list[Record], int]:
+    """Every dataset's rows, paths made relative to ``common``; an image id seen in an earlier dataset is a
+    duplicate (an error, or with ``drop_duplicates`` dropped). Returns the rows and the number dropped."""
     owner: dict[str, int] = {}
     dups: list[tuple[str, int, int]] = []
     records: list[Record] = []
@@ -295,8 +360,12 @@ def merge_datasets(dirs: Sequence[str | Path], out: str | Path, *, force: bool =
                         "or pass --drop-duplicates to keep the first copy")
     if dups:
         _log.warning("dropped %d duplicate image(s) found in more than one dataset", len(dups))
+    return records, len(dups)
 
-    # A lesion split one way in one dataset and another way in another would leak.
+
+def _cross_dataset_leaks(manifests: list[Manifest], records: list[Record]) -> list[str]:
+    """The warning (logged too) when a group id found in several datasets lands in different splits: a lesion
+    split one way in one dataset and another way in another would leak."""
     sources_of: dict[str, set[int]] = defaultdict(set)
     for i, m in enumerate(manifests):
         for r in m.records:
@@ -308,7 +377,13 @@ def merge_datasets(dirs: Sequence[str | Path], out: str | Path, *, force: bool =
         warnings.append(f"{len(leaks)} group id(s) are in different splits in different datasets (e.g. {leaks[0]}); "
                         "the same lesion may be on both sides")
         _log.warning("%s", warnings[-1])
+    return warnings
 
+
+def _merged_info(manifests: list[Manifest], records: list[Record], common: Path, tax_name: Any, *,
+                 duplicates_dropped: int, warnings: list[str]) -> dict[str, Any]:
+    """The merged dataset.json, less what :func:`write_manifest` fills in: classes in the taxonomy's order,
+    the inputs' dropped counts, descriptions and triage joined, and each input's hash."""
     labels = {r.label for r in records}
     try:
         tax = load_taxonomy(manifests[0].info.get("taxonomy_file") or str(tax_name))
@@ -322,7 +397,7 @@ def merge_datasets(dirs: Sequence[str | Path], out: str | Path, *, force: bool =
         dropped.update(m.info.get("dropped", {}))
         descriptions.update(m.info.get("descriptions", {}))
         triage.update(m.info.get("triage", {}))
-    info = {
+    return {
         "kind": "dataset", "format_version": 1, "root": str(common), "source": "merged",
         "sources": [{"dir": str(m.dir.resolve()), "source": m.info.get("source"), "hash": m.hash,
                      "n_images": len(m.records)} for m in manifests],
@@ -331,14 +406,10 @@ def merge_datasets(dirs: Sequence[str | Path], out: str | Path, *, force: bool =
         "triage": {c: triage.get(c, "unknown") for c in classes},
         "dropped": dict(dropped.most_common()),
         "skipped": sum(int(m.info.get("skipped", 0)) for m in manifests),
-        "duplicates_dropped": len(dups), "split": "kept", "seed": None, "test_fraction": None,
+        "duplicates_dropped": duplicates_dropped, "split": "kept", "seed": None, "test_fraction": None,
         "val_fraction": None, "groups": len({r.group for r in records}), "warnings": warnings,
         "versions": versions(),
     }
-    with staged_dir(out, force, inputs) as tmp:
-        write_manifest(tmp, records, info)
-        _write_skipped(tmp / "skipped.csv", [])
-    return Manifest.load(out)
 
 
 def resplit_dataset(dir: str | Path, out: str | Path, *, test_fraction: float = 0.2, val_fraction: float = 0.0,
