@@ -78,7 +78,7 @@ def test_imagenet_at_another_size_uses_a_cached_file_of_another_size(weights_fil
     and the run records which file it started from; with no file of any size it is a clear error offline."""
     from edge_derm.errors import ModelError
     from edge_derm.models import build_classifier, get_spec
-    from edge_derm.models.registry import find_cached_imagenet
+    from edge_derm.models.pretrained import find_cached_imagenet
 
     monkeypatch.setenv("KERAS_HOME", str(weights_file.parents[1]))
     monkeypatch.setenv("EDGE_DERM_OFFLINE", "1")
