@@ -109,6 +109,22 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray, num_c
             without images.
         ConfigError: a bad size, batch size or resize mode.
     """
+    paths, labels, batch_size = _checked_inputs(paths, labels, num_classes, image_size, batch_size=batch_size,
+                                                batch_multiple=batch_multiple, resize_mode=resize_mode)
+    import tensorflow as tf
+
+    decode = _decoder(tf, image_size, resize_mode, num_classes)
+    if not training:
+        return _evaluation_dataset(tf, paths, labels, decode, batch_size, cache)
+    return _training_dataset(tf, paths, labels, decode, num_classes, image_size, batch_size=batch_size,
+                             augment=augment, seed=seed, cache=cache)
+
+
+def _checked_inputs(paths: Sequence[str], labels: Sequence[int] | np.ndarray, num_classes: int, image_size: int,
+                    *, batch_size: int | None, batch_multiple: int, resize_mode: str
+                    ) -> tuple[list[str], np.ndarray, int]:
+    """``make_dataset``'s arguments checked before TensorFlow is imported: the paths as strings, the labels as
+    int64 and the batch size (default ``num_classes * batch_multiple``)."""
     paths = [str(p) for p in paths]
     labels = np.asarray(labels)
     if len(paths) == 0:
@@ -136,20 +152,26 @@ def make_dataset(paths: Sequence[str], labels: Sequence[int] | np.ndarray, num_c
         batch_size = num_classes * batch_multiple
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    return paths, labels, batch_size
 
-    import tensorflow as tf
 
+def _evaluation_dataset(tf: Any, paths: list[str], labels: np.ndarray, decode: Any, batch_size: int,
+                        cache: bool) -> Any:
+    """In order, one pass, no augmentation, last partial batch kept."""
     autotune = tf.data.AUTOTUNE
-    decode = _decoder(tf, image_size, resize_mode, num_classes)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+        decode, num_parallel_calls=autotune, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    ds = ds.batch(batch_size, drop_remainder=False).map(_to_float, num_parallel_calls=autotune)
+    return ds.prefetch(autotune)
 
-    if not training:
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
-            decode, num_parallel_calls=autotune, deterministic=True)
-        if cache:
-            ds = ds.cache()
-        ds = ds.batch(batch_size, drop_remainder=False).map(_to_float, num_parallel_calls=autotune)
-        return ds.prefetch(autotune)
 
+def _training_dataset(tf: Any, paths: list[str], labels: np.ndarray, decode: Any, num_classes: int,
+                      image_size: int, *, batch_size: int, augment: AugmentConfig | None, seed: int,
+                      cache: bool) -> Any:
+    """Class-balanced (round-robin over per-class shuffled streams), infinite, augmented batches."""
+    autotune = tf.data.AUTOTUNE
     counts = np.bincount(labels, minlength=num_classes)
     if (counts == 0).any():
         missing = ", ".join(str(i) for i in np.flatnonzero(counts == 0))

@@ -62,14 +62,7 @@ def split_groups(labels: Sequence[str], groups: Sequence[str], *, test_fraction:
     if len(labels) != len(groups):
         raise ValueError("labels and groups must have the same length")
     check_fractions(test_fraction, val_fraction)
-    group_labels: dict[str, Counter] = defaultdict(Counter)
-    for lab, g in zip(labels, groups):
-        group_labels[g][lab] += 1
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for g in sorted(group_labels):
-        counts = group_labels[g]
-        primary = min(counts, key=lambda lab: (-counts[lab], lab))
-        by_class[primary].append(g)
+    group_labels, by_class = _groups_by_primary_class(labels, groups)
     wanted = [(s, f) for s, f in (("test", test_fraction), ("val", val_fraction)) if f > 0]
     group_split: dict[str, str] = {}
     warnings: list[str] = []
@@ -78,31 +71,10 @@ def split_groups(labels: Sequence[str], groups: Sequence[str], *, test_fraction:
         rng = np.random.default_rng([seed, zlib.crc32(cls.encode("utf-8"))])
         order = [gs[i] for i in rng.permutation(len(gs))]
         sizes = {g: sum(group_labels[g].values()) for g in gs}
-        n_images = sum(sizes.values())
-        if not wanted:
-            wanted_cls = []
-        elif len(gs) == 1:
-            warnings.append(f"class {cls!r} has only 1 group ({n_images} image(s)): all go to train, "
-                            "so it is not tested")
-            wanted_cls = []
-        elif len(gs) < len(wanted) + 1:
-            warnings.append(f"class {cls!r} has only {len(gs)} groups: 1 goes to {wanted[0][0]}, "
-                            f"none to {wanted[1][0]}")
-            wanted_cls = wanted[:1]
-        else:
-            wanted_cls = wanted
+        wanted_cls = _splits_for_class(cls, len(gs), sum(sizes.values()), wanted, warnings)
         for split, fraction in wanted_cls:
             reserve = len(wanted_cls) - [s for s, _ in wanted_cls].index(split)  # later splits + train
-            target = fraction * n_images
-            chosen, total = [], 0
-            for g in order:
-                if len(order) - len(chosen) <= reserve:
-                    break
-                if abs(total + sizes[g] - target) < abs(total - target):
-                    chosen.append(g)
-                    total += sizes[g]
-            if not chosen:
-                chosen = [min(order, key=lambda g: sizes[g])]
+            chosen = _pick_groups(order, sizes, fraction * sum(sizes.values()), reserve)
             for g in chosen:
                 group_split[g] = split
             taken = set(chosen)
@@ -118,3 +90,50 @@ def split_groups(labels: Sequence[str], groups: Sequence[str], *, test_fraction:
         warnings.append(msg)
         _log.warning("%s", msg)
     return splits, warnings
+
+
+def _groups_by_primary_class(labels: Sequence[str], groups: Sequence[str]
+                             ) -> tuple[dict[str, Counter], dict[str, list[str]]]:
+    """Each group's label counts, and the groups of each primary class (most frequent label, ties: the
+    alphabetically first), groups sorted so the result does not depend on the input order."""
+    group_labels: dict[str, Counter] = defaultdict(Counter)
+    for lab, g in zip(labels, groups):
+        group_labels[g][lab] += 1
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for g in sorted(group_labels):
+        counts = group_labels[g]
+        primary = min(counts, key=lambda lab: (-counts[lab], lab))
+        by_class[primary].append(g)
+    return group_labels, by_class
+
+
+def _splits_for_class(cls: str, n_groups: int, n_images: int, wanted: list[tuple[str, float]],
+                      warnings: list[str]) -> list[tuple[str, float]]:
+    """The requested splits a class with ``n_groups`` groups can fill (the rest of its groups go to train);
+    appends the warning when it has too few groups for all of them."""
+    if not wanted:
+        return []
+    if n_groups == 1:
+        warnings.append(f"class {cls!r} has only 1 group ({n_images} image(s)): all go to train, "
+                        "so it is not tested")
+        return []
+    if n_groups < len(wanted) + 1:
+        warnings.append(f"class {cls!r} has only {n_groups} groups: 1 goes to {wanted[0][0]}, "
+                        f"none to {wanted[1][0]}")
+        return wanted[:1]
+    return wanted
+
+
+def _pick_groups(order: list[str], sizes: dict[str, int], target: float, reserve: int) -> list[str]:
+    """Walk ``order`` and take a group when it brings the image count closer to ``target``, leaving at least
+    ``reserve`` groups for the later splits and train; at least one group (the smallest) is taken."""
+    chosen, total = [], 0
+    for g in order:
+        if len(order) - len(chosen) <= reserve:
+            break
+        if abs(total + sizes[g] - target) < abs(total - target):
+            chosen.append(g)
+            total += sizes[g]
+    if not chosen:
+        chosen = [min(order, key=lambda g: sizes[g])]
+    return chosen
