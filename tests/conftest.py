@@ -188,6 +188,13 @@ def bm_models(tmp_path_factory) -> dict:
     paths["degraded"].write_bytes(convert(_bm_keras_model(bad), False))
     paths["corrupt"].write_bytes(paths["fp32"].read_bytes()[:200])
     (out / "labels.txt").write_text("\n".join(BM_CLASSES) + "\n")
+    # what each file is, as a convert folder records it (the benchmark reads a file's quantisation from its
+    # metadata or this record, never from its name); the corrupt file has no record
+    from edge_derm.artefacts import ConvertResult, VariantRecord
+
+    ConvertResult(variants={q: VariantRecord(quantization=q, labels=list(BM_CLASSES), file=paths[key].name)
+                            for key, q in (("fp32", "fp32"), ("int8", "int8"), ("degraded", "dynamic"))}
+                  ).write(out / "model.json")
     return {"dir": out, "kernel_good": good, "kernel_bad": bad, **paths}
 
 

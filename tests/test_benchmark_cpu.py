@@ -345,3 +345,95 @@ def test_run_folder_with_a_convert_subfolder(bm_models, tmp_path):
     shutil.copyfile(bm_models["int8"], run / "convert" / "model.int8.tflite")
     res = run_benchmark(BenchmarkConfig(models=[run], **FAST))
     assert [r["model"] for r in res.rows] == ["model.int8.tflite"] and res.rows[0]["status"] == "ok"
+
+
+# -- results.json as typed artefacts (edge_derm.artefacts) ------------------------------------------
+
+def test_results_json_round_trips_as_benchmark_results(bm_models, evalset, tmp_path):
+    from edge_derm.artefacts import BenchmarkResults, BenchmarkRow
+    from edge_derm.benchmarks.report import results_document
+
+    res = gate_result(bm_models, evalset, ["sensitivity:blue=2.0"])
+    out = tmp_path / "typed"
+    write_results(out, res)
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["format_version"] == BenchmarkResults.FORMAT_VERSION == 2
+    read = BenchmarkResults.read(out)
+    assert read.to_json() == doc  # read -> write gives the file back
+    assert read == BenchmarkResults.from_json(json.loads(json.dumps(results_document(res).to_json())))
+    assert [r.model for r in read.rows] == [r["model"] for r in res.rows]
+    assert all(isinstance(r, BenchmarkRow) for r in read.rows)
+    assert {r.model: r.gate_passed for r in read.rows} == {
+        "model.fp32.tflite": True, "model.int8.tflite": True, "model.dynamic.tflite": False}
+    assert {r.model: r.quantization for r in read.rows} == {
+        "model.fp32.tflite": "fp32", "model.int8.tflite": "int8", "model.dynamic.tflite": "dynamic"}
+
+
+def test_format_1_results_recover_gate_passed_and_format_3_is_refused(tmp_path):
+    from edge_derm.artefacts import BenchmarkResults
+    from edge_derm.errors import DataError
+
+    rows = [{"model": m, "device": "cpu", "threads": 1, "status": "ok", "quantization": q}
+            for m, q in (("model.fp32.tflite", "fp32"), ("model.int8.tflite", "int8"))]
+    old = {"kind": "benchmark", "format_version": 1, "rows": rows, "config": {"gates": {"macro_f1": 1.0}},
+           "gates": {"passed": False, "failures": ["model.int8.tflite (cpu, 1 threads): macro_f1 dropped 3.00 "
+                                                   "points against model.fp32.tflite (allowed 1)"]}}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    read = BenchmarkResults.read(tmp_path)
+    assert [r.gate_passed for r in read.rows] == [True, False]
+    assert read.to_json()["format_version"] == 2
+    (tmp_path / "results.json").write_text(json.dumps({**old, "format_version": 3}))
+    with pytest.raises(DataError, match="format 3 is newer than this edge-derm reads"):
+        BenchmarkResults.read(tmp_path)
+
+
+def test_quantization_comes_from_the_file_not_its_name(bm_models, tmp_path):
+    """A .tflite without metadata or a model.json record is ``unknown``, whatever its name says."""
+    shutil.copyfile(bm_models["int8"], tmp_path / "model.fp16.tflite")
+    res = run_benchmark(BenchmarkConfig(models=[tmp_path / "model.fp16.tflite"], **FAST))
+    assert res.rows[0]["quantization"] == "unknown" and res.rows[0]["status"] == "ok"
+
+
+# -- the Keras reference as a row ---------------------------------------------------------------------
+
+def test_keras_row_scores_the_run_with_the_shared_evaluator(cv_run, cv_dataset):
+    from edge_derm.benchmarks.harness import keras_row
+    from edge_derm.data.images import load_for_model
+    from edge_derm.data.manifest import Manifest
+    from edge_derm.evaluation import compute_metrics
+    from edge_derm.models import load_model
+
+    row = keras_row(cv_run, cv_dataset)
+    assert row["quantization"] == "keras" and row["format"] == "keras" and row["status"] == "ok"
+    assert row["latency_median_ms"] is None and row["reference"] is None
+    paths, labels = Manifest.load(cv_dataset).arrays("test")
+    model = load_model(cv_run / "model.keras")
+    probs = model.predict(np.stack([load_for_model(p, 32, "nearest") for p in paths]), verbose=0)
+    want = compute_metrics(labels, probs, ["MM", "Nev", "BCC"])
+    assert row["metrics"]["n"] == len(paths)
+    assert row["metrics"]["macro_f1"] == pytest.approx(want["macro_f1"])
+
+
+def test_keras_run_as_the_reference_of_the_tflite_rows(cv_run, cv_converted, cv_dataset, tmp_path):
+    from edge_derm.artefacts import BenchmarkResults
+
+    res = run_benchmark(BenchmarkConfig(models=[cv_converted], keras=[cv_run], reference=cv_run, data=cv_dataset,
+                                        gates=["macro_f1=50"], **FAST))
+    keras = [r for r in res.rows if r["quantization"] == "keras"]
+    assert len(keras) == 1 and keras[0]["latency_median_ms"] is None and keras[0]["deltas"]["macro_f1"] == 0.0
+    fp32 = next(r for r in res.rows if r["quantization"] == "fp32")
+    assert fp32["reference"] == keras[0]["model"]
+    assert fp32["disagreement"] == 0.0 and abs(fp32["deltas"]["macro_f1"]) < 1e-9
+    assert all(r["reference"] == keras[0]["model"] for r in res.rows)
+    write_results(tmp_path / "out", res)
+    assert [r.quantization for r in BenchmarkResults.read(tmp_path / "out").rows][-1] == "keras"
+
+
+def test_cli_keras_option_and_bad_run_folder(cv_run, cv_converted, cv_dataset, tmp_path, capsys):
+    rc = main(["-q", "benchmark", str(cv_converted / "model.fp32.tflite"), "--keras", str(cv_run), "--reference",
+               str(cv_run), "--data", str(cv_dataset), "--runs", "2", "--warmup", "0", "--out", str(tmp_path / "o")])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [r["quantization"] for r in doc["rows"]] == ["fp32", "keras"]
+    rc = main(["-q", "benchmark", "--keras", str(tmp_path)])
+    assert rc != 0 and "is not a run folder" in capsys.readouterr().err

@@ -100,6 +100,8 @@ class BenchmarkConfig:
         eval_threads: interpreter threads for host-side accuracy (None: the largest of ``threads``).
         domains: more dataset folders scored like ``data`` (same split), shown side by side with it: another
             acquisition domain, whose classes may be a subset of the model's.
+        keras: run folders (``config.json`` + ``model.keras``) whose Keras model is scored as a row
+            (quantization ``keras``, accuracy only, on the host); ``reference`` may name one of them.
     """
 
     models: list[Path]
@@ -126,13 +128,14 @@ class BenchmarkConfig:
     adb: str = "adb"
     eval_threads: int | None = None
     domains: list[Path] = field(default_factory=list)
+    keras: list[Path] = field(default_factory=list)
 
     def inputs(self) -> list[Path]:
         """What the benchmark reads (``--out`` may not be, hold or lie inside any of it): the models and
         their folders, the dataset folder and its images, the reference, the benchmark binary."""
         from edge_derm.data.manifest import Manifest
 
-        inputs = [*self.models, self.reference, self.benchmark_binary, *self.benchmark_libs]
+        inputs = [*self.models, *self.keras, self.reference, self.benchmark_binary, *self.benchmark_libs]
         for data in [self.data, *self.domains] if self.data is not None else []:
             try:
                 inputs += Manifest.load(data).inputs()
@@ -141,8 +144,18 @@ class BenchmarkConfig:
         return [p for p in inputs if p is not None]
 
     def __post_init__(self) -> None:
+        self._coerce()
+        self._check_common()
+        if self.device == "android":
+            self._check_android()
+        else:
+            self._check_cpu_only()
+
+    def _coerce(self) -> None:
+        """Paths as Path, gate specs as Gate, thread counts as int (the CLI and the library pass strings)."""
         self.models = [Path(m) for m in self.models]
-        if not self.models:
+        self.keras = [Path(k) for k in self.keras]
+        if not self.models and not self.keras:
             raise ConfigError("no models given; pass .tflite files or a convert folder")
         self.data = Path(self.data) if self.data is not None else None
         self.domains = [Path(d) for d in self.domains]
@@ -153,6 +166,9 @@ class BenchmarkConfig:
         self.benchmark_libs = [Path(p) for p in self.benchmark_libs]
         self.gates = [Gate.parse(g) if isinstance(g, str) else g for g in self.gates]
         self.threads = [int(t) for t in self.threads]
+
+    def _check_common(self) -> None:
+        """The settings of every device: split, device, threads, runs, timeouts; and Keras run folders."""
         if self.split not in SPLITS:
             raise ConfigError(f"--split {self.split!r} is unknown; use one of {', '.join(SPLITS)}")
         if self.device not in DEVICES:
@@ -176,40 +192,48 @@ class BenchmarkConfig:
         for name, value in (("--cool-down", self.cool_down), ("--cool-down-timeout", self.cool_down_timeout)):
             if not (value >= 0 and value < 86400):  # also rejects nan and inf
                 raise ConfigError(f"{name} {value} must be 0 or more seconds, below a day")
-        if self.device == "android":
-            if self.benchmark_binary is None:
-                raise ConfigError("--device android needs --benchmark-binary PATH (LiteRT's benchmark_model "
-                                  "for android_arm64)")
-            if self.use_gpu and self.use_nnapi:
-                raise ConfigError("choose one of --use-gpu and --use-nnapi")
-            if self.cpu_mask is not None and self.cpu_mask.lower() != "none" and not CPU_MASK.match(self.cpu_mask):
-                raise ConfigError(f"--cpu-mask {self.cpu_mask!r} is not a hex CPU mask; use e.g. f0 for CPUs 4-7, "
-                                  "or none for no mask")
-            if self.benchmark_tool not in BENCHMARK_TOOLS:
-                raise ConfigError(f"--benchmark-tool {self.benchmark_tool!r} is unknown; use one of "
-                                  f"{', '.join(BENCHMARK_TOOLS)}")
-            if self.max_thermal is not None and self.max_thermal not in THERMAL_LEVELS:
-                raise ConfigError(f"--max-thermal {self.max_thermal!r} is unknown; use one of {', '.join(THERMAL_LEVELS)}")
-        else:
-            android_only = [name for name, on in (("--serial", bool(self.serials)),
-                                                  ("--benchmark-binary", self.benchmark_binary is not None),
-                                                  ("--benchmark-tool", self.benchmark_tool != "auto"),
-                                                  ("--benchmark-lib", bool(self.benchmark_libs)),
-                                                  ("--use-gpu", self.use_gpu), ("--use-nnapi", self.use_nnapi),
-                                                  ("--require-full-delegation", self.require_full_delegation is not None),
-                                                  ("--cpu-mask", self.cpu_mask is not None),
-                                                  ("--cool-down", self.cool_down != 0),
-                                                  ("--max-thermal", self.max_thermal is not None),
-                                                  ("--cool-down-timeout", self.cool_down_timeout
-                                                   != type(self).__dataclass_fields__["cool_down_timeout"].default))
-                            if on]
-            if android_only:
-                raise ConfigError(f"{', '.join(android_only)} only apply to --device android")
+        for run in self.keras:
+            if not ((run / "config.json").is_file() and (run / "model.keras").is_file()):
+                raise ConfigError(f"--keras {run} is not a run folder (needs config.json and model.keras); "
+                                  "train one with `edge-derm train`")
+
+    def _check_android(self) -> None:
+        """The phone settings (binary, delegates, CPU mask, tool, thermal level)."""
+        if self.benchmark_binary is None:
+            raise ConfigError("--device android needs --benchmark-binary PATH (LiteRT's benchmark_model "
+                              "for android_arm64)")
+        if self.use_gpu and self.use_nnapi:
+            raise ConfigError("choose one of --use-gpu and --use-nnapi")
+        if self.cpu_mask is not None and self.cpu_mask.lower() != "none" and not CPU_MASK.match(self.cpu_mask):
+            raise ConfigError(f"--cpu-mask {self.cpu_mask!r} is not a hex CPU mask; use e.g. f0 for CPUs 4-7, "
+                              "or none for no mask")
+        if self.benchmark_tool not in BENCHMARK_TOOLS:
+            raise ConfigError(f"--benchmark-tool {self.benchmark_tool!r} is unknown; use one of "
+                              f"{', '.join(BENCHMARK_TOOLS)}")
+        if self.max_thermal is not None and self.max_thermal not in THERMAL_LEVELS:
+            raise ConfigError(f"--max-thermal {self.max_thermal!r} is unknown; use one of {', '.join(THERMAL_LEVELS)}")
+
+    def _check_cpu_only(self) -> None:
+        """ConfigError naming the phone-only options set on a CPU run."""
+        default_timeout = type(self).__dataclass_fields__["cool_down_timeout"].default
+        android_only = [name for name, on in (("--serial", bool(self.serials)),
+                                              ("--benchmark-binary", self.benchmark_binary is not None),
+                                              ("--benchmark-tool", self.benchmark_tool != "auto"),
+                                              ("--benchmark-lib", bool(self.benchmark_libs)),
+                                              ("--use-gpu", self.use_gpu), ("--use-nnapi", self.use_nnapi),
+                                              ("--require-full-delegation", self.require_full_delegation is not None),
+                                              ("--cpu-mask", self.cpu_mask is not None),
+                                              ("--cool-down", self.cool_down != 0),
+                                              ("--max-thermal", self.max_thermal is not None),
+                                              ("--cool-down-timeout", self.cool_down_timeout != default_timeout))
+                        if on]
+        if android_only:
+            raise ConfigError(f"{', '.join(android_only)} only apply to --device android")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (saved into results.json)."""
         d = asdict(self)
         d["gates"] = {g.key: g.max_drop for g in self.gates}
-        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k in ("models", "domains", "benchmark_libs")
+        return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k in ("models", "domains", "benchmark_libs", "keras")
                     else v)
                 for k, v in d.items()}

@@ -1,7 +1,8 @@
 """The benchmark: one row per (model, device, threads), with status, accuracy, deltas and latency.
 
 Per-class figures come from ``edge_derm.evaluation.compute_metrics`` (the evaluator training
-uses). The .tflite path imports no TensorFlow.
+uses). The .tflite path imports no TensorFlow; a Keras reference row (:func:`keras_row`, or
+``BenchmarkConfig.keras``) imports it when that model is scored.
 """
 
 from __future__ import annotations
@@ -15,39 +16,19 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_derm import progress
+from edge_derm.artefacts import FAILED_LOAD, FAILED_RUN, FAILED_VALIDATION, OK  # noqa: F401 - re-exported
 from edge_derm.benchmarks.config import BenchmarkConfig, Gate
 from edge_derm.benchmarks.latency import PeakMemory, cpu_latency, open_model
+from edge_derm.benchmarks.models import (KERAS, ModelEntry, describe, display_names, is_run_folder,  # noqa: F401
+                                         keras_entry, open_predictor, resolve_models)
+from edge_derm.converters.presets import MODES
 from edge_derm.errors import ConfigError, DataError, ModelError
 
 _log = logging.getLogger(__name__)
 
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "qat")
+#: The quantisation modes, in the converter's order (fp32 first); kept under this name for callers.
+QUANTIZATIONS = MODES
 EVAL_BATCH = 16
-
-OK = "ok"
-FAILED_VALIDATION = "failed validation"
-FAILED_LOAD = "failed to load"
-FAILED_RUN = "failed to run"
-
-
-@dataclass
-class ModelEntry:
-    """One .tflite of the set, checked and described before anything runs."""
-
-    path: Path
-    name: str
-    quantization: str = "unknown"
-    status: str = OK
-    reason: str = ""
-    size_mb: float = 0.0
-    input_size: int | None = None
-    resize_mode: str = "nearest"
-    labels: list[str] = field(default_factory=list)
-    taxonomy: str | None = None
-    metrics: dict[str, Any] | None = None
-    probs: np.ndarray | None = None
-    #: the class names of ``probs``' columns: the dataset's classes, then the model's others (another domain)
-    space: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -96,72 +77,6 @@ class BenchmarkResult:
     domains: list[dict[str, Any]] = field(default_factory=list)
 
 
-# -- the set of models -------------------------------------------------------------------------
-
-def resolve_models(items: list[Path]) -> list[Path]:
-    """Expand folders (convert output, or a run folder holding one) into their .tflite files."""
-    out: list[Path] = []
-    for item in items:
-        item = Path(item)
-        if item.is_dir():
-            found = sorted(item.glob("*.tflite")) or sorted(item.glob("*/*.tflite"))
-            if not found:
-                raise ModelError(f"no .tflite files in {item}; run 'edge-derm convert' first or pass the files")
-            out += found
-        elif item.is_file():
-            out.append(item)
-        else:
-            raise ModelError(f"model {item} not found; pass .tflite files or a convert folder")
-    unique = list(dict.fromkeys(p.resolve() for p in out))
-    return unique
-
-
-def _quantization(path: Path, meta: dict, info: Any) -> str:
-    if meta.get("quantization"):
-        return str(meta["quantization"])
-    m = re.search(r"\.(\w+)\.tflite$", path.name)
-    if m and m.group(1) in QUANTIZATIONS:
-        return m.group(1)
-    if info is None:
-        return "unknown"
-    dtypes = {t.dtype for t in info.tensors}
-    if "float16" in dtypes:
-        return "fp16"
-    if info.input_tensors[0].dtype in ("uint8", "int8"):
-        return "int8"
-    return "dynamic" if dtypes & {"int8", "uint8"} else "fp32"
-
-
-def describe(path: Path, name: str) -> ModelEntry:
-    """Validate and open one model; failures become the entry's status, not exceptions."""
-    from edge_derm.runtime import validate_tflite
-
-    entry = ModelEntry(path=path, name=name, size_mb=path.stat().st_size / 1e6 if path.exists() else 0.0)
-    try:
-        info = validate_tflite(path)
-    except ModelError as exc:
-        entry.status, entry.reason = FAILED_VALIDATION, str(exc)
-        entry.quantization = _quantization(path, {}, None)
-        return entry
-    try:
-        model = open_model(path, 1)
-    except ModelError as exc:
-        entry.status, entry.reason = FAILED_LOAD, str(exc)
-        entry.quantization = _quantization(path, {}, info)
-        return entry
-    entry.quantization = _quantization(path, model.metadata, info)
-    entry.input_size, entry.resize_mode, entry.labels = model.input_size, model.resize_mode, list(model.labels)
-    entry.taxonomy = (model.metadata or {}).get("taxonomy")
-    return entry
-
-
-def _display_names(paths: list[Path]) -> list[str]:
-    names = [p.name for p in paths]
-    if len(set(names)) < len(names):
-        names = [f"{p.parent.name}/{p.name}" for p in paths]
-    return names
-
-
 # -- accuracy --------------------------------------------------------------------------------
 
 def class_space(entry: ModelEntry, data: EvalSet) -> list[str]:
@@ -203,7 +118,7 @@ def evaluate(entries: list[ModelEntry], data: EvalSet, threads: int) -> int:
         e.space = class_space(e, data)
         order = [e.labels.index(c) for c in e.space] if set(e.space) <= set(e.labels) else list(range(len(e.space)))
         try:
-            model = open_model(e.path, threads)
+            model = open_predictor(e, threads)
         except ModelError as exc:
             e.status, e.reason = FAILED_LOAD, str(exc)
             continue
@@ -317,65 +232,134 @@ def run_benchmark(config: BenchmarkConfig, data: EvalSet | None = None) -> Bench
     """
     if config.gates and data is None and config.data is None:
         raise ConfigError("--max-drop needs accuracy figures; pass the test dataset with --data DIR")
-    paths = resolve_models(config.models)
-    entries = [describe(p, n) for p, n in zip(paths, _display_names(paths))]
-    ref_entry: ModelEntry | None = None
-    if config.reference is not None:
-        ref_path = resolve_models([config.reference])[0]
-        ref_entry = next((e for e in entries if e.path == ref_path), None)
-        if ref_entry is None:
-            ref_entry = describe(ref_path, f"{ref_path.name} (reference)")
-        if ref_entry.status != OK:
-            raise ModelError(f"--reference {config.reference}: {ref_entry.reason}")
+    entries = model_entries(config)
+    ref_entry = reference_entry(config, entries)
     if data is None and config.data is not None:
         data = EvalSet.from_manifest(config.data, config.split)
     unreadable = 0
-    from edge_derm.runtime import max_threads
-
     if data is not None:
         check_gate_classes(config.gates, data.classes)  # before minutes of measuring
         scored = entries + ([ref_entry] if ref_entry is not None and ref_entry not in entries else [])
-        # host-side scoring: an Android run's thread counts are the phone's, not this machine's
-        unreadable = evaluate(scored, data, config.eval_threads or min(max(config.threads), max_threads()))
+        unreadable = evaluate(scored, data, _eval_threads(config))
         if ref_entry is not None and ref_entry.metrics is None:
             raise ModelError(f"--reference {config.reference}: {ref_entry.reason or 'could not be scored'}")
-
-    from edge_derm.evaluation.metrics import compare_metrics
-
-    accuracy_cols: dict[int, dict[str, Any]] = {}
-    for e in entries:
-        ref = pick_reference(entries, e, ref_entry) if e.metrics is not None else None
-        cols: dict[str, Any] = {"metrics": e.metrics, "reference": None, "deltas": None, "disagreement": None}
-        if ref is not None and ref.metrics is not None:
-            cols["reference"] = ref.name
-            cols["deltas"] = compare_metrics(e.metrics, ref.metrics)
-            cols["disagreement"] = disagreement(e, ref)
-        accuracy_cols[id(e)] = cols
-
+    accuracy_cols = {id(e): accuracy_columns(entries, e, ref_entry) for e in entries}
     domains = []  # before the timing: a dataset the models cannot be scored on fails now, not after
     if data is not None and config.domains:
         domains.append(domain_summary(entries, data, ref_entry))
         for extra in config.domains:
             domains.append(score_domain(entries, ref_entry, EvalSet.from_manifest(extra, config.split),
-                                        config.eval_threads or min(max(config.threads), max_threads())))
-    rows: list[dict[str, Any]] = []
-    devices: list[dict[str, Any]] = []
-    if config.device == "cpu":
-        from edge_derm.benchmarks.flops import cpu_info
-
-        info = cpu_info()
-        device_info = {"device": "cpu", "model": info["model"], "cores": info["cores"], "mhz": info["mhz"]}
-        devices.append(device_info)
-        for e in progress.track(entries, "timing on this CPU"):
-            for threads in config.threads:
-                rows.append(_cpu_row(e, threads, config, accuracy_cols[id(e)]))
-    else:
-        rows, devices = _android_rows(entries, config, accuracy_cols)
+                                        _eval_threads(config)))
+    rows, devices = _timed_rows(entries, config, accuracy_cols)
     for row in rows:
         row["unreadable_images"] = unreadable
         row["data"] = data.source if data is not None else None
     failures = check_gates(rows, config.gates, data.classes) if config.gates and data is not None else []
     return BenchmarkResult(rows, config, failures, devices, flag_slower_than_fp32(rows), domains)
+
+
+def _eval_threads(config: BenchmarkConfig) -> int:
+    """Interpreter threads for host-side scoring: an Android run's thread counts are the phone's, not this
+    machine's."""
+    from edge_derm.runtime import max_threads
+
+    return config.eval_threads or min(max(config.threads), max_threads())
+
+
+def model_entries(config: BenchmarkConfig) -> list[ModelEntry]:
+    """The described models of ``config``: its .tflite files, then the Keras models of its run folders."""
+    paths = resolve_models(config.models)
+    entries = [describe(p, n) for p, n in zip(paths, display_names(paths))]
+    return entries + [keras_entry(run) for run in config.keras]
+
+
+def reference_entry(config: BenchmarkConfig, entries: list[ModelEntry]) -> ModelEntry | None:
+    """The entry ``config.reference`` names (one of ``entries`` when it is among them; a run folder given with
+    ``keras`` names its Keras model); None when no reference was given.
+
+    Raises:
+        ModelError: the reference cannot be loaded.
+    """
+    if config.reference is None:
+        return None
+    if is_run_folder(config.reference) and any(Path(k).resolve() == config.reference.resolve() for k in config.keras):
+        target = (config.reference / "model.keras").resolve()
+        return next(e for e in entries if e.format == KERAS and e.path == target)
+    ref_path = resolve_models([config.reference])[0]
+    ref_entry = next((e for e in entries if e.path == ref_path), None)
+    if ref_entry is None:
+        ref_entry = describe(ref_path, f"{ref_path.name} (reference)")
+    if ref_entry.status != OK:
+        raise ModelError(f"--reference {config.reference}: {ref_entry.reason}")
+    return ref_entry
+
+
+def accuracy_columns(entries: list[ModelEntry], entry: ModelEntry, ref_entry: ModelEntry | None) -> dict[str, Any]:
+    """A row's accuracy fields: ``metrics``, and ``reference``, ``deltas`` and ``disagreement`` against the
+    entry's reference (see :func:`pick_reference`) when it has one with figures."""
+    from edge_derm.evaluation.metrics import compare_metrics
+
+    ref = pick_reference(entries, entry, ref_entry) if entry.metrics is not None else None
+    cols: dict[str, Any] = {"metrics": entry.metrics, "reference": None, "deltas": None, "disagreement": None}
+    if ref is not None and ref.metrics is not None:
+        cols["reference"] = ref.name
+        cols["deltas"] = compare_metrics(entry.metrics, ref.metrics)
+        cols["disagreement"] = disagreement(entry, ref)
+    return cols
+
+
+def _timed_rows(entries: list[ModelEntry], config: BenchmarkConfig,
+                accuracy_cols: dict[int, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows and the devices they ran on: .tflite models timed on this CPU or the phones; Keras models
+    get host rows with accuracy only (they are the reference, not a deployable variant)."""
+    tflite = [e for e in entries if e.format != KERAS]
+    keras = [e for e in entries if e.format == KERAS]
+    if config.device == "cpu":
+        from edge_derm.benchmarks.flops import cpu_info
+
+        info = cpu_info()
+        devices = [{"device": "cpu", "model": info["model"], "cores": info["cores"], "mhz": info["mhz"]}]
+        rows = [_cpu_row(e, threads, config, accuracy_cols[id(e)])
+                for e in progress.track(tflite, "timing on this CPU") for threads in config.threads]
+        rows += [_base_row(e, "cpu", threads, accuracy_cols[id(e)]) for e in keras for threads in config.threads]
+    else:
+        rows, devices = _android_rows(tflite, config, accuracy_cols)
+        rows += [_base_row(e, "host", 1, accuracy_cols[id(e)]) for e in keras]
+    return rows, devices
+
+
+def keras_row(run_dir: str | Path, data: EvalSet | str | Path, *, split: str = "test",
+              threads: int = 1) -> dict[str, Any]:
+    """Score a run folder's Keras model (``config.json`` + ``model.keras``) as a benchmark row.
+
+    The row is what ``edge-derm benchmark --keras RUN`` writes for it: ``format`` and ``quantization``
+    ``keras``, device ``cpu``, no latency figures, ``metrics`` from the shared evaluator
+    (``compute_metrics``) on the same images, loader and resize as the .tflite rows (so its figures and
+    theirs are comparable). Use it instead of re-implementing evaluation; for the deltas and disagreement
+    of .tflite rows against this model, run the benchmark with ``BenchmarkConfig(models=..., keras=[run_dir],
+    reference=run_dir)``. Imports TensorFlow (the Keras model is loaded).
+
+    Args:
+        run_dir: the run folder.
+        data: the labelled images, or a dataset folder whose ``split`` is scored.
+        split: the split of a dataset folder.
+        threads: unused by Keras; the row's ``threads`` field.
+
+    Returns:
+        The row (a ``BenchmarkRow``'s JSON fields), with ``reference`` / ``deltas`` None.
+
+    Raises:
+        ModelError: not a run folder, or its model cannot be loaded. DataError: the images cannot be scored.
+    """
+    if not isinstance(data, EvalSet):
+        data = EvalSet.from_manifest(Path(data), split)
+    entry = keras_entry(Path(run_dir))
+    unreadable = evaluate([entry], data, threads)
+    if entry.metrics is None:
+        raise ModelError(f"{run_dir}: {entry.reason or 'the Keras model could not be scored'}")
+    row = _base_row(entry, "cpu", threads, accuracy_columns([entry], entry, None))
+    row.update(unreadable_images=unreadable, data=data.source)
+    return row
 
 
 def score_domain(entries: list[ModelEntry], ref_entry: ModelEntry | None, data: EvalSet, threads: int) -> dict[str, Any]:
@@ -440,7 +424,8 @@ def flag_slower_than_fp32(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _base_row(e: ModelEntry, device: str, threads: int, acc: dict[str, Any]) -> dict[str, Any]:
-    return {"model": e.name, "path": str(e.path), "format": "tflite", "quantization": e.quantization,
+    """A row's fields before timing (every latency field None)."""
+    return {"model": e.name, "path": str(e.path), "format": e.format, "quantization": e.quantization,
             "device": device, "threads": threads, "status": e.status, "reason": e.reason,
             "size_mb": e.size_mb, "input_size": e.input_size, "accuracy_source": "host",
             "latency_median_ms": None, "latency_p90_ms": None, "latency_min_ms": None, "latency_mean_ms": None,

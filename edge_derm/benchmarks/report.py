@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from edge_derm import provenance
-from edge_derm.benchmarks.harness import OK, BenchmarkResult
+from edge_derm.artefacts import OK, BenchmarkResults, BenchmarkRow
+from edge_derm.benchmarks.harness import BenchmarkResult
 from edge_derm.errors import DataError
-from edge_derm.fsutil import atomic_write_text, staged_dir, write_json
+from edge_derm.fsutil import atomic_write_text, staged_dir
 
 _log = logging.getLogger(__name__)
 
@@ -65,18 +66,27 @@ def results_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def results_document(result: BenchmarkResult) -> BenchmarkResults:
+    """The ``results.json`` artefact of ``result`` (format 2: each row carries ``gate_passed`` when gates are
+    set, as ``check_gates`` leaves it)."""
+    return BenchmarkResults(rows=[BenchmarkRow.from_json(r, source=f"row {i}") for i, r in enumerate(result.rows)],
+                            config=result.config.as_dict(),
+                            gates={"passed": not result.gate_failures, "failures": result.gate_failures},
+                            latency_warnings=result.latency_warnings,
+                            extra={"devices": result.devices, "domains": result.domains,
+                                   "versions": provenance.versions()})
+
+
 def results_json(result: BenchmarkResult) -> dict[str, Any]:
-    return {"kind": "benchmark", "format_version": 1, "rows": result.rows, "config": result.config.as_dict(),
-            "devices": result.devices, "gates": {"passed": not result.gate_failures, "failures": result.gate_failures},
-            "latency_warnings": result.latency_warnings, "domains": result.domains,
-            "versions": provenance.versions()}
+    """The JSON object ``results.json`` holds (:func:`results_document`'s ``to_json()``)."""
+    return results_document(result).to_json()
 
 
 def write_results(out: Path, result: BenchmarkResult, force: bool = False) -> list[Path]:
     """Write ``results.csv``, ``results.json`` and the plots into ``out`` (atomically; --force to replace)."""
     with staged_dir(out, force, result.config.inputs()) as tmp:
         atomic_write_text(tmp / "results.csv", results_csv(result.rows))
-        write_json(tmp / "results.json", results_json(result))
+        results_document(result).write(tmp / "results.json")
         written = write_plots(tmp, result.rows)
     return [out / "results.csv", out / "results.json"] + [out / p.name for p in written]
 

@@ -39,7 +39,8 @@ def _threads(value: str) -> list[int]:
 
 
 def benchmark(
-    models: List[Path] = typer.Argument(..., metavar="MODELS...", help=".tflite files, or convert/run folders holding them."),
+    models: List[Path] = typer.Argument(None, metavar="MODELS...", help=".tflite files, or convert/run folders holding them."),
+    keras: List[Path] = typer.Option([], "--keras", help="Run folder (config.json + model.keras) whose Keras model is scored as a row, repeatable: quantization 'keras', accuracy only, on this machine; --reference RUN makes it the reference of the deltas."),
     data: List[Path] = typer.Option([], "--data", help="Dataset folder to score accuracy on (latency only without it). Repeat for other domains: their figures are shown side by side with the first's (their classes may be a subset of the model's)."),
     split: Split = typer.Option(Split.test, "--split", help="Dataset split to score."),
     device: Device = typer.Option(Device.cpu, "--device", help="cpu: this machine, in-process; android: phones over adb."),
@@ -65,10 +66,10 @@ def benchmark(
 ) -> None:
     """Latency, size and per-class accuracy of every variant; one row per (model, device, threads)."""
     from edge_derm.benchmarks import BenchmarkConfig, run_benchmark, write_results
-    from edge_derm.benchmarks.report import OK, TABLE_COLUMNS, absent_class_notes, failure_notes, table_rows
     from edge_derm.fsutil import check_output_dir
 
-    config = BenchmarkConfig(models=models, data=data[0] if data else None, domains=data[1:], split=split.value, device=device.value,
+    config = BenchmarkConfig(models=list(models or []), keras=list(keras), data=data[0] if data else None,
+                             domains=data[1:], split=split.value, device=device.value,
                              threads=_threads(threads), warmup=warmup, runs=runs, reference=reference,
                              gates=list(max_drop), serials=list(serial), benchmark_binary=benchmark_binary,
                              use_gpu=use_gpu, use_nnapi=use_nnapi, cpu_mask=cpu_mask, timeout=timeout,
@@ -79,7 +80,23 @@ def benchmark(
     if out is not None:
         check_output_dir(out, force, config.inputs())  # fail before minutes of measuring, not after
     result = run_benchmark(config)
+    _print_result(result)
+    if out is not None:
+        written = write_results(out, result, force=force)
+        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+    else:
+        typer.echo("add --out DIR to save results.csv, results.json and plots")
+    if result.gate_failures:
+        for msg in result.gate_failures:
+            typer.echo(f"gate failed: {msg}", err=True)
+    _fail_on_rows(result.rows, out is not None)
+    if result.gate_failures:
+        raise typer.Exit(1)
 
+
+def _print_result(result) -> None:
+    """The table, its legend and notes, the side-by-side domain view and the latency warnings."""
+    from edge_derm.benchmarks.report import TABLE_COLUMNS, absent_class_notes, failure_notes, table_rows
     from edge_derm.cli._tables import print_table
 
     print_table("edge-derm benchmark", TABLE_COLUMNS, table_rows(result.rows),
@@ -94,28 +111,24 @@ def benchmark(
         _print_domains(result.domains)
     for msg in result.latency_warnings:
         typer.echo(f"warning: {msg}", err=True)
-    if out is not None:
-        written = write_results(out, result, force=force)
-        typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
-    else:
-        typer.echo("add --out DIR to save results.csv, results.json and plots")
-    if result.gate_failures:
-        for msg in result.gate_failures:
-            typer.echo(f"gate failed: {msg}", err=True)
-    # a model that did not run, or ran other than asked (part of it off the delegate, on a hot phone), is a
-    # failure of the command, not just a row (like convert); each model is named with its row's status
-    failed = dict.fromkeys(f"{r['model']} ({r['status']})" for r in result.rows if r["status"] != OK)
-    if failed:
-        names = list(failed)
-        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        n_models = len(dict.fromkeys(r["model"] for r in result.rows))
-        n_bad = len(dict.fromkeys(r["model"] for r in result.rows if r["status"] != OK))
-        from edge_derm.errors import ModelError
 
-        raise ModelError(f"{n_bad} of {n_models} model(s) did not run as asked: {shown} (reasons under the table; "
-                         f"the other rows are {'written' if out is not None else 'shown'})")
-    if result.gate_failures:
-        raise typer.Exit(1)
+
+def _fail_on_rows(rows: list[dict], written: bool) -> None:
+    """ModelError when a row did not run, or ran other than asked (part of it off the delegate, on a hot
+    phone): a failure of the command, not just a row (like convert); each model is named with its status."""
+    from edge_derm.artefacts import OK
+
+    failed = dict.fromkeys(f"{r['model']} ({r['status']})" for r in rows if r["status"] != OK)
+    if not failed:
+        return
+    names = list(failed)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    n_models = len(dict.fromkeys(r["model"] for r in rows))
+    n_bad = len(dict.fromkeys(r["model"] for r in rows if r["status"] != OK))
+    from edge_derm.errors import ModelError
+
+    raise ModelError(f"{n_bad} of {n_models} model(s) did not run as asked: {shown} (reasons under the table; "
+                     f"the other rows are {'written' if written else 'shown'})")
 
 
 def _print_domains(domains: list[dict]) -> None:
