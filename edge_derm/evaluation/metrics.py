@@ -60,19 +60,43 @@ def compute_metrics(
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
         raise DataError(f"bootstrap must be a non-negative integer, got {bootstrap!r}")
     classes = [str(c) for c in classes]
-    n_classes = len(classes)
     y_pred = p.argmax(axis=1)
-    conf = p.max(axis=1)
+    cm = _confusion(y, y_pred, len(classes))
+    out: dict[str, Any] = {
+        "n": int(len(y)),
+        "classes": classes,
+        **_scores_from_confusion(cm),  # accuracy, balanced_accuracy, macro_f1, weighted_f1
+        "ece": expected_calibration_error(p.max(axis=1), y_pred == y),
+        "per_class": _per_class(cm, classes),
+        "confusion": cm.astype(int).tolist(),
+        "confusion_normalised": _row_normalise(cm),
+        "triage": triage_view(cm, classes, triage),
+    }
+    if dataset_classes is not None:
+        absent = _absent_class_predictions(cm, classes, dataset_classes)
+        if absent:
+            out["absent_class_predictions"] = absent
+    if bootstrap > 0:
+        out["bootstrap"] = _bootstrap(y, y_pred, classes, int(bootstrap), seed)
+    return out
 
-    # The confusion matrix and per-class scores in numpy (what sklearn's confusion_matrix and
-    # precision_recall_fscore_support(zero_division=0) give; tests compare the two): the runtime install
-    # (predict, benchmark) has no scikit-learn.
-    cm = np.bincount(y * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+def _confusion(y: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """The confusion matrix (rows = truth, columns = prediction) as integer counts."""
+    return np.bincount(y * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _per_class(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Sensitivity, precision, F1 and support of every class, by the module's absent-class rule.
+
+    Computed in numpy as sklearn's precision_recall_fscore_support(zero_division=0) does (tests compare the
+    two): the runtime install (predict, benchmark) has no scikit-learn.
+    """
+    n_classes = len(classes)
     support, predicted, tp = cm.sum(axis=1), cm.sum(axis=0), np.diag(cm).astype(float)
     prec = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
     rec = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
     f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(n_classes), where=(prec + rec) > 0)
-
     per_class: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(classes):
         present = support[i] > 0
@@ -82,32 +106,27 @@ def compute_metrics(
             "f1": float(f1[i]) if present else None,
             "support": int(support[i]),
         }
-    scores = _scores_from_confusion(cm)
-    out: dict[str, Any] = {
-        "n": int(len(y)),
-        "classes": classes,
-        "accuracy": scores["accuracy"],
-        "balanced_accuracy": scores["balanced_accuracy"],
-        "macro_f1": scores["macro_f1"],
-        "weighted_f1": scores["weighted_f1"],
-        "ece": expected_calibration_error(conf, y_pred == y),
-        "per_class": per_class,
-        "confusion": cm.astype(int).tolist(),
-        "confusion_normalised": _row_normalise(cm),
-        "triage": triage_view(cm, classes, triage),
-    }
-    if dataset_classes is not None:
-        unknown = [c for c in dataset_classes if c not in classes]
-        if unknown:
-            raise DataError(f"dataset class(es) {unknown} are not among the model's classes {classes}")
-        absent = [i for i, c in enumerate(classes) if c not in set(dataset_classes)]
-        if absent:
-            by_class = {classes[i]: int(predicted[i]) for i in absent}
-            count = sum(by_class.values())
-            out["absent_class_predictions"] = {"count": count, "fraction": count / len(y), "by_class": by_class}
-    if bootstrap > 0:
-        out["bootstrap"] = _bootstrap(y, y_pred, classes, int(bootstrap), seed)
-    return out
+    return per_class
+
+
+def _absent_class_predictions(cm: np.ndarray, classes: list[str], dataset_classes: Sequence[str]
+                              ) -> dict[str, Any] | None:
+    """How often the model predicted a class the dataset does not have (another domain); None when the
+    dataset has every class.
+
+    Raises:
+        DataError: a dataset class the model does not know.
+    """
+    unknown = [c for c in dataset_classes if c not in classes]
+    if unknown:
+        raise DataError(f"dataset class(es) {unknown} are not among the model's classes {classes}")
+    absent = [i for i, c in enumerate(classes) if c not in set(dataset_classes)]
+    if not absent:
+        return None
+    predicted = cm.sum(axis=0)
+    by_class = {classes[i]: int(predicted[i]) for i in absent}
+    count = sum(by_class.values())
+    return {"count": count, "fraction": count / int(cm.sum()), "by_class": by_class}
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
