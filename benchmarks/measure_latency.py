@@ -1,6 +1,6 @@
 """Measure: fp32 vs int8 latency of the three backbones on this CPU, and the harness overhead.
 
-    .venv/bin/python -m benchmarks.measure_latency [--threads 1,2] [--runs 30] [--json out.json]
+    python -m benchmarks.measure_latency [--threads 1,2] [--runs 30] [--json out.json]
 
 For MobileNetV2 (224), EfficientNet-B3 (300) and ResNet50 (224), built with ``weights=None`` (latency
 does not depend on the weights' values) and the paper's head (1x1 conv, GAP, softmax), converted to
@@ -14,7 +14,8 @@ fp32 and int8 (full integer, calibrated on random pixels: again only latency is 
 * the harness overhead: the harness median over the median of a bare ``interpreter.invoke()``
   loop timed in the same process, interleaved in rounds so drift hits both alike (goal: <= 5 %).
 
-A script, not library code: it prints its table.
+Run from the repository root. The measured table is in ``benchmarks/README.md``. A script, not library
+code: it prints its table.
 """
 
 from __future__ import annotations
@@ -38,57 +39,22 @@ NUM_CLASSES = 7
 
 
 def build_model(name: str, size: int):
-    """The classifier of the contract when the model registry exists, else the same architecture by hand."""
-    try:
-        from edge_derm.models import build_classifier
+    """The contract's classifier (``models.build_classifier``) with random weights."""
+    from edge_derm.models import build_classifier
 
-        return build_classifier(name, NUM_CLASSES, image_size=size, weights="none")
-    except (ImportError, AttributeError):
-        pass
-    import tf_keras as keras
-
-    inp = keras.Input((size, size, 3))
-    if name == "mobilenet_v2":
-        x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
-        base = keras.applications.MobileNetV2(include_top=False, weights=None, input_tensor=x)
-    elif name == "resnet50":
-        x = keras.layers.Rescaling(1.0, offset=-120.0)(inp)  # stand-in for caffe mean subtraction
-        base = keras.applications.ResNet50(include_top=False, weights=None, input_tensor=x)
-    else:
-        base = keras.applications.EfficientNetB3(include_top=False, weights=None, input_tensor=inp)
-    x = keras.layers.Conv2D(NUM_CLASSES, 1, name="head_conv")(base.output)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    out = keras.layers.Softmax(name="head_softmax")(x)
-    return keras.Model(inp, out, name=name)
+    return build_classifier(name, NUM_CLASSES, image_size=size, weights="none")
 
 
 def convert(model, size: int, quantization: str) -> bytes:
-    """fp32 or full-integer int8 (uint8 in/out) .tflite bytes, calibrated on random pixels.
+    """fp32 or full-integer int8 (uint8 in/out) .tflite bytes from the project's converter, calibrated on
+    random pixels."""
+    from edge_derm.converters.presets import get_preset
+    from edge_derm.converters.tflite import convert as project_convert
 
-    Uses the project's converter (``edge_derm.converters.tflite``) when present, else the same
-    TFLiteConverter settings directly.
-    """
     rng = np.random.default_rng(0)
     calib = rng.uniform(0, 255, (8, size, size, 3)).astype(np.float32)
-    try:
-        from edge_derm.converters.presets import get_preset
-        from edge_derm.converters.tflite import convert as project_convert
-    except ImportError:
-        project_convert = None
-    if project_convert is not None:
-        io = "uint8" if quantization == "int8" else "float32"
-        return project_convert(model, get_preset(quantization), io=io,
-                               calibration=calib if quantization == "int8" else None)
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantization == "int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([img[None]] for img in calib)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.uint8
-    return conv.convert()
+    io = "uint8" if quantization == "int8" else "float32"
+    return project_convert(model, get_preset(quantization), io=io, calibration=calib if quantization == "int8" else None)
 
 
 def bare_loop(interp, warmup: int, runs: int) -> list[float]:
@@ -145,7 +111,7 @@ def measure_pair(paths: dict[str, Path], threads: int, warmup: int, runs: int, r
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backbones", default=",".join(BACKBONES))
     ap.add_argument("--threads", default="1,2")
@@ -155,39 +121,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models-dir", type=Path, default=None, help="keep the .tflite files here (reused when present)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(BACKBONES))
+    args.names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+    unknown = sorted(set(args.names) - set(BACKBONES))
     if unknown:
         ap.error(f"unknown backbone(s) {unknown}; choose from {sorted(BACKBONES)}")
-    threads = [int(t) for t in args.threads.split(",")]
-    info = flops.cpu_info()
-    load_before = _load()
-    tmp = tempfile.TemporaryDirectory(prefix="edge-derm-latency-")
-    models_dir = args.models_dir or Path(tmp.name)
-    models_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for name in names:
-        size = BACKBONES[name]
-        model = None
-        paths = {}
-        for q in ("fp32", "int8"):
-            paths[q] = models_dir / f"{name}_{size}.{q}.tflite"
-            if not paths[q].exists():
-                if model is None:
-                    model = build_model(name, size)
-                t0 = time.perf_counter()
-                paths[q].write_bytes(convert(model, size, q))
-                print(f"converted {paths[q].name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        for th in threads:
-            pair = measure_pair(paths, th, args.warmup, args.runs, args.rounds)
-            for q, m in pair.items():
-                bound_ms = m["macs"] / (flops.nominal_peak_gmacs(th, q, info) * 1e9) * 1000
-                results.append({"backbone": name, "size": size, "quantization": q, "threads": th,
-                                "size_mb": paths[q].stat().st_size / 1e6, "bound_ms": bound_ms,
-                                "bound_ratio": m["median_ms"] / bound_ms, **m})
-                sp = f", int8 speed-up {m['int8_speedup']:.2f}x" if "int8_speedup" in m else ""
-                print(f"{name} {q} {th}t: {m['median_ms']:.1f} ms (bare {m['bare_median_ms']:.1f}, overhead "
-                      f"{100 * m['overhead']:+.2f} %{sp}); load {_load()}", file=sys.stderr)
+    args.thread_counts = [int(t) for t in args.threads.split(",")]
+    return args
+
+
+def backbone_files(name: str, models_dir: Path) -> dict[str, Path]:
+    """The backbone's fp32 and int8 .tflite in ``models_dir``, converted once (reused when present)."""
+    size = BACKBONES[name]
+    model = None
+    paths = {}
+    for q in ("fp32", "int8"):
+        paths[q] = models_dir / f"{name}_{size}.{q}.tflite"
+        if not paths[q].exists():
+            if model is None:
+                model = build_model(name, size)
+            t0 = time.perf_counter()
+            paths[q].write_bytes(convert(model, size, q))
+            print(f"converted {paths[q].name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return paths
+
+
+def print_table(results: list[dict], info: dict, load_before: str) -> None:
+    """The markdown table and the two goals (int8 speed-up, harness overhead) on stdout."""
     speedups = [r["int8_speedup"] for r in results if "int8_speedup" in r]
     print(f"CPU: {info['model']}, {info['cores']} cores, {info['mhz']} MHz; 1-min load average {load_before} "
           f"before, {_load()} after")
@@ -202,6 +161,29 @@ def main(argv: list[str] | None = None) -> int:
     worst_overhead = max(abs(r["overhead"]) for r in results)
     print(f"\nint8 >= 1.8x faster for every backbone and thread count: {all(s >= 1.8 for s in speedups)} "
           f"(min {min(speedups):.2f}x); worst |harness overhead| {100 * worst_overhead:.2f} % (goal <= 5 %)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = flops.cpu_info()
+    load_before = _load()
+    tmp = tempfile.TemporaryDirectory(prefix="edge-derm-latency-")
+    models_dir = args.models_dir or Path(tmp.name)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.names:
+        paths = backbone_files(name, models_dir)
+        for th in args.thread_counts:
+            pair = measure_pair(paths, th, args.warmup, args.runs, args.rounds)
+            for q, m in pair.items():
+                bound_ms = m["macs"] / (flops.nominal_peak_gmacs(th, q, info) * 1e9) * 1000
+                results.append({"backbone": name, "size": BACKBONES[name], "quantization": q, "threads": th,
+                                "size_mb": paths[q].stat().st_size / 1e6, "bound_ms": bound_ms,
+                                "bound_ratio": m["median_ms"] / bound_ms, **m})
+                sp = f", int8 speed-up {m['int8_speedup']:.2f}x" if "int8_speedup" in m else ""
+                print(f"{name} {q} {th}t: {m['median_ms']:.1f} ms (bare {m['bare_median_ms']:.1f}, overhead "
+                      f"{100 * m['overhead']:+.2f} %{sp}); load {_load()}", file=sys.stderr)
+    print_table(results, info, load_before)
     if args.json:
         args.json.write_text(json.dumps({"cpu": {**info, "flags": None}, "load_before": load_before,
                                          "load_after": _load(), "results": results}, indent=2) + "\n")

@@ -1,6 +1,6 @@
 """Measure: does ImageNet pre-training matter? MobileNetV2 alpha 0.35, ImageNet vs from scratch.
 
-    .venv/bin/python -m benchmarks.measure_pretraining --out results/pretraining \\
+    python -m benchmarks.measure_pretraining --out /tmp/pretraining \\
         [--image-size 224] [--epochs-per-block 3] [--steps-per-epoch N] [--bootstrap 1000] \\
         [--datasets synthetic ham10000] [--md benchmarks/results/pretraining.md] [--quick]
 
@@ -25,7 +25,9 @@ the ``ham10000`` source; taxonomy dermai13; grouped 80:20 split, seed 0). ``--qu
 everything (96 px, 1 epoch per block, 20 images per class, 10 steps per epoch) for a smoke run.
 
 A script, not library code: it prints its table, and writes ``results.json`` and ``results.md``
-into ``--out`` (and to ``--md`` / its ``.json`` sibling when given, with the command line on top).
+into ``--out`` (and to ``--md`` / its ``.json`` sibling when given, with the command line on top; the
+repository's copy is ``benchmarks/results/pretraining.md``). Run from the repository root: ``../shared``
+(or ``$EDGE_DERM_SHARED``) is relative to it.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from benchmarks import common
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("EDGE_DERM_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("EDGE_DERM_SHARED", common.SHARED))
 WEIGHTS = SHARED / "weights" / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 HAM = SHARED / "data" / "ham10000-dev"
 
@@ -145,8 +147,10 @@ def markdown(rows: list[dict], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                epilog=f"Data and weights come from $EDGE_DERM_SHARED, else ../shared relative to the "
+                                       f"repository root (here: {SHARED}).")
     p.add_argument("--out", type=Path, required=True, help="Results folder (runs and datasets go inside).")
     p.add_argument("--datasets", nargs="+", default=["synthetic", "ham10000"], choices=["synthetic", "ham10000"])
     p.add_argument("--image-size", type=int, default=224)
@@ -170,11 +174,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="Allow non-deterministic (faster, or GPU-only) ops.")
     p.add_argument("--quick", action="store_true", help="Smoke-run sizes (96 px, 1 epoch/block, 10 steps/epoch).")
     args = p.parse_args(argv)
-    command = " ".join([".venv/bin/python -m benchmarks.measure_pretraining",
-                        *(argv if argv is not None else sys.argv[1:])])
     if args.quick:
         args.image_size, args.epochs_per_block, args.per_class = 96, 1, 20
         args.steps_per_epoch, args.bootstrap, args.synth_size = args.steps_per_epoch or 10, min(args.bootstrap, 200), 128
+    return args
+
+
+def write_results(args: argparse.Namespace, rows: list[dict], info: dict) -> str:
+    """results.json / results.md in ``--out`` (and ``--md`` with its .json sibling); the markdown."""
+    (args.out / "results.json").write_text(json.dumps({"kind": "measure_pretraining", "info": info, "rows": rows},
+                                                      indent=2) + "\n")
+    md = markdown(rows, info)
+    (args.out / "results.md").write_text(md)
+    if args.md is not None:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(f"# ImageNet pre-training vs from scratch\n\n```\n{info['command']}\n```\n\n{md}")
+        args.md.with_suffix(".json").write_text(
+            json.dumps({"kind": "measure_pretraining", "info": info, "rows": rows}, indent=2) + "\n")
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = " ".join([".venv/bin/python -m benchmarks.measure_pretraining",
+                        *(argv if argv is not None else sys.argv[1:])])
     if not args.weights_file.is_file():
         print(f"error: ImageNet weights file not found: {args.weights_file} (see ../shared/weights/README.md)",
               file=sys.stderr)
@@ -196,16 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr_head": args.lr_head, "lr_backbone": args.lr_backbone, "lr_scratch": args.lr_scratch,
             "command": command, "synthetic": {"per_class": args.per_class, "size": args.synth_size},
             "machine": machine(), "weights_file": str(args.weights_file)}
-    (args.out / "results.json").write_text(json.dumps({"kind": "measure_pretraining", "info": info, "rows": rows},
-                                                      indent=2) + "\n")
-    md = markdown(rows, info)
-    (args.out / "results.md").write_text(md)
-    if args.md is not None:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(f"# ImageNet pre-training vs from scratch\n\n```\n{command}\n```\n\n{md}")
-        args.md.with_suffix(".json").write_text(
-            json.dumps({"kind": "measure_pretraining", "info": info, "rows": rows}, indent=2) + "\n")
-    print(md)
+    print(write_results(args, rows, info))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Measure: what each quantisation mode costs in accuracy and buys in size (issue 4, "Measured").
 
-    .venv/bin/python -m benchmarks.measure_quantization --out quant-out [--quick]
+    python -m benchmarks.measure_quantization --out quant-out [--quick]
         [--shared ../shared] [--image-size 224] [--epochs-per-block 3] [--batch-multiple N]
         [--lr-head X] [--lr-backbone X] [--qat-epochs 2] [--skip-efficientnet]
         [--effnet-image-size N] [--effnet-unfreeze full] [--effnet-epochs N] [--size-study] [--force]
@@ -28,6 +28,7 @@
 Every stage is reused when its output exists in ``--out`` (``--force`` redoes all). Writes
 ``quantization.json`` and ``quantization.md`` into ``--out`` and prints the tables. ``--quick``
 (small images, a few steps) only checks that the whole chain runs: its figures are not results.
+Run from the repository root (``../shared`` is relative to it); results: ``benchmarks/results/quantization.md``.
 A script, not library code: it prints.
 """
 
@@ -35,8 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,25 +43,12 @@ from pathlib import Path
 import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from benchmarks.common import SHARED, SHARED_HELP, edge_derm_cli
+from edge_derm.provenance import machine
+from edge_derm.training.evaluate import read_run
 
-REPO = Path(__file__).resolve().parents[1]
 MODES = ("fp32", "fp16", "dynamic", "int8", "qat")
 FOCUS = ("MM", "BCC")
-
-
-from edge_derm.provenance import machine  # noqa: E402
-from edge_derm.training.evaluate import read_run  # noqa: E402
-
-
-def edge_derm_cli(args: list[str], env: dict | None = None) -> None:
-    """Run one ``edge-derm`` command in a fresh process; stop the script if it fails."""
-    cmd = [sys.executable, "-c", "from edge_derm.cli import entry; entry()", "--quiet", *args]
-    print("$ edge-derm " + " ".join(args), flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=REPO)
-    if proc.returncode != 0:
-        raise SystemExit(f"edge-derm {args[0]} failed (exit {proc.returncode})")
-    print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 def test_split(run: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict | None]:
@@ -90,16 +76,15 @@ def float_control(run: Path, epochs: int, steps: int | None, learning_rate: floa
     Same data (the run's training split, class-balanced and augmented), batch, epochs, steps,
     learning rate, seed and frozen BatchNorm as ``edge-derm convert --quantize qat``; only quantisation differs.
     """
-    import tf_keras as keras
-
     from edge_derm.converters.convert import run_batch_size
     from edge_derm.converters.qat import finetune
     from edge_derm.data.manifest import Manifest
+    from edge_derm.models import load_model
 
     cfg = read_run(run)
     manifest = Manifest.load(cfg.data[-1]["dir"])
     paths, labels = manifest.arrays("train")
-    model = keras.models.load_model(run / "model.keras", compile=False)
+    model = load_model(run / "model.keras")
     control, summary = finetune(model, paths, labels, len(cfg.classes), int(cfg.image_size),
                                 cfg.get("resize_mode", "nearest"), epochs=epochs, learning_rate=learning_rate,
                                 seed=seed, steps_per_epoch=steps, batch_size=run_batch_size(cfg), quantize=False)
@@ -114,9 +99,8 @@ def evaluate(run: Path, convert_dir: Path, modes: list[str], extra: dict[str, Pa
     ``relative``: row name -> (reference row name, key); that row also gets ``vs_<key>_*`` deltas
     (e.g. qat against the float control with the same fine-tuning).
     """
-    import tf_keras as keras
-
     from edge_derm.evaluation.metrics import compute_metrics
+    from edge_derm.models import load_model
     from edge_derm.runtime import TFLiteModel
 
     images, y, classes, triage = test_split(run)
@@ -131,7 +115,7 @@ def evaluate(run: Path, convert_dir: Path, modes: list[str], extra: dict[str, Pa
             out[f"sensitivity_{c}"] = m["per_class"].get(c, {}).get("sensitivity")
         return out
 
-    keras_model = keras.models.load_model(run / "model.keras", compile=False)
+    keras_model = load_model(run / "model.keras")
     t0 = time.perf_counter()
     rows = [row("keras", keras_model.predict(images, batch_size=32, verbose=0),
                 (run / "model.keras").stat().st_size, "reference")]
@@ -333,7 +317,7 @@ def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: li
     ``float_ops``: a second selective int8 with ``--float-layers <float_ops>`` (op types, e.g.
     ``op:LOGISTIC,op:MUL``), as its own row.
     """
-    import tf_keras as keras
+    from edge_derm.models import load_model
 
     conv, sel = run / "convert", run / "convert-selective"
     extra = {SELECTIVE: sel / "model.int8.tflite"}
@@ -356,7 +340,7 @@ def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: li
         control.save(control_path)
         (run / "qat-control.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"  QAT's float control trained ({time.perf_counter() - t0:.0f} s)", flush=True)
-    control = keras.models.load_model(control_path, compile=False)
+    control = load_model(control_path)
     rows = evaluate(run, conv, list(MODES), extra, controls={CONTROL: control},
                     relative={"qat": (CONTROL, "control")})
     sel_meta = json.loads((sel / "model.json").read_text())["variants"]["int8"]
@@ -386,10 +370,10 @@ def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: li
     return result, md
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    p.add_argument("--shared", type=Path, default=SHARED, help=SHARED_HELP)
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the chain runs, figures are not results")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--epochs-per-block", type=int, default=3)
@@ -416,6 +400,60 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         a.image_size, a.epochs_per_block, a.steps_per_epoch = 64, 1, a.steps_per_epoch or 3
         a.qat_epochs, a.qat_steps, a.calibration_size, a.blocks = 1, a.qat_steps or 3, 32, a.blocks or "1"
+    return a
+
+
+def common_flags(a: argparse.Namespace, ds: Path) -> tuple[list[str], list[str]]:
+    """The flags every ``edge-derm train`` and every ``edge-derm convert`` of the measurement gets."""
+    train_common = ["--data", str(ds), "--force"]
+    for flag, value in (("--steps-per-epoch", a.steps_per_epoch), ("--batch-multiple", a.batch_multiple)):
+        if value:
+            train_common += [flag, str(value)]
+    convert_common = ["--calibration-size", str(a.calibration_size), "--qat-epochs", str(a.qat_epochs),
+                      "--keep-failed", "--force"]
+    if a.qat_steps:
+        convert_common += ["--qat-steps", str(a.qat_steps)]
+    return train_common, convert_common
+
+
+def measure_mobilenet(a: argparse.Namespace, out: Path, train_common: list[str],
+                      convert_common: list[str]) -> tuple[dict, str]:
+    """MobileNetV2 alpha 0.35 with ImageNet weights from ``--shared``/weights (Keras' own cache layout; the
+    224 px file loads at any input size: convolution weights do not depend on it), trained once, measured."""
+    mnv2 = out / "runs" / "mobilenet_v2_a035"
+    keras_home = a.shared / "weights" / "keras"
+    weights_file = keras_home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    weights = str(weights_file) if weights_file.is_file() else "imagenet"
+    mnv2_lr = [x for flag, v in (("--lr-head", a.lr_head), ("--lr-backbone", a.lr_backbone)) if v
+               for x in (flag, str(v))]
+    if a.force or not (mnv2 / "model.keras").is_file():
+        edge_derm_cli(["train", "--out", str(mnv2), "--recipe", "paper", "--backbone", "mobilenet_v2", "--alpha", "0.35",
+                       "--weights", weights, "--image-size", str(a.image_size),
+                       "--epochs-per-block", str(a.epochs_per_block), *(["--blocks", a.blocks] if a.blocks else []),
+                       *mnv2_lr, *train_common], env={"KERAS_HOME": str(keras_home)})
+    return measure_run(mnv2, f"MobileNetV2 alpha 0.35 (ImageNet), {a.image_size} px, HAM10000-dev test split", a,
+                       convert_common)
+
+
+def measure_efficientnet(a: argparse.Namespace, out: Path, train_common: list[str],
+                         convert_common: list[str]) -> tuple[dict, str]:
+    """EfficientNet-B3 (``--effnet-*``), trained once, measured with a second selective row (swish/SE ops float)."""
+    eff = out / "runs" / "efficientnet_b3"
+    size = a.effnet_image_size or a.image_size
+    unfreeze = a.effnet_unfreeze or ("full" if a.effnet_weights == "none" else "blockwise")
+    if a.force or not (eff / "model.keras").is_file():
+        edge_derm_cli(["train", "--out", str(eff), "--recipe", "paper", "--backbone", "efficientnet_b3",
+                       "--weights", a.effnet_weights,
+                       "--image-size", str(size), "--unfreeze", unfreeze,
+                       "--epochs-per-block", str(a.effnet_epochs or a.epochs_per_block),
+                       *(["--blocks", a.blocks] if a.blocks and unfreeze == "blockwise" else []),
+                       *train_common], env={"KERAS_HOME": str(a.shared / "weights" / "keras")})
+    return measure_run(eff, f"EfficientNet-B3 (weights {a.effnet_weights}, {unfreeze}), {size} px, HAM10000-dev test split",
+                       a, convert_common, float_ops=EFFNET_FLOAT_OPS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
     data_src = a.shared / "data" / "ham10000-dev"
     if not data_src.is_dir():
         raise SystemExit(f"{data_src} not found; pass --shared DIR (the folder holding data/ and weights/)")
@@ -425,47 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     ds = out / "data" / "ham10000-dev"
     if a.force or not (ds / "dataset.json").is_file():
         edge_derm_cli(["data", "build", "ham10000", str(data_src), "--out", str(ds), "--force"])
-    train_common = ["--data", str(ds), "--force"]
-    for flag, value in (("--steps-per-epoch", a.steps_per_epoch), ("--batch-multiple", a.batch_multiple)):
-        if value:
-            train_common += [flag, str(value)]
-    mnv2_lr = [x for flag, v in (("--lr-head", a.lr_head), ("--lr-backbone", a.lr_backbone)) if v
-               for x in (flag, str(v))]
-    convert_common = ["--calibration-size", str(a.calibration_size), "--qat-epochs", str(a.qat_epochs),
-                      "--keep-failed", "--force"]
-    if a.qat_steps:
-        convert_common += ["--qat-steps", str(a.qat_steps)]
+    train_common, convert_common = common_flags(a, ds)
     results: dict = {"kind": "measure_quantization", "machine": machine(), "quick": a.quick,
                      "args": {k: str(v) for k, v in vars(a).items()}, "models": {}}
-
-    # MobileNetV2 alpha 0.35, ImageNet weights from ../shared/weights (Keras' own cache layout).
-    mnv2 = out / "runs" / "mobilenet_v2_a035"
-    keras_home = a.shared / "weights" / "keras"
-    # The 224 px file loads at any input size (convolution weights do not depend on it).
-    weights_file = keras_home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-    weights = str(weights_file) if weights_file.is_file() else "imagenet"
-    if a.force or not (mnv2 / "model.keras").is_file():
-        edge_derm_cli(["train", "--out", str(mnv2), "--recipe", "paper", "--backbone", "mobilenet_v2", "--alpha", "0.35",
-                       "--weights", weights, "--image-size", str(a.image_size),
-                       "--epochs-per-block", str(a.epochs_per_block), *(["--blocks", a.blocks] if a.blocks else []),
-                       *mnv2_lr, *train_common], env={"KERAS_HOME": str(keras_home)})
-    results["models"]["mobilenet_v2_a035"], md = measure_run(
-        mnv2, f"MobileNetV2 alpha 0.35 (ImageNet), {a.image_size} px, HAM10000-dev test split", a, convert_common)
-
+    results["models"]["mobilenet_v2_a035"], md = measure_mobilenet(a, out, train_common, convert_common)
     if not a.skip_efficientnet:
-        eff = out / "runs" / "efficientnet_b3"
-        size = a.effnet_image_size or a.image_size
-        unfreeze = a.effnet_unfreeze or ("full" if a.effnet_weights == "none" else "blockwise")
-        if a.force or not (eff / "model.keras").is_file():
-            edge_derm_cli(["train", "--out", str(eff), "--recipe", "paper", "--backbone", "efficientnet_b3",
-                           "--weights", a.effnet_weights,
-                           "--image-size", str(size), "--unfreeze", unfreeze,
-                           "--epochs-per-block", str(a.effnet_epochs or a.epochs_per_block),
-                           *(["--blocks", a.blocks] if a.blocks and unfreeze == "blockwise" else []),
-                           *train_common], env={"KERAS_HOME": str(keras_home)})
-        results["models"]["efficientnet_b3"], emd = measure_run(
-            eff, f"EfficientNet-B3 (weights {a.effnet_weights}, {unfreeze}), {size} px, HAM10000-dev test split",
-            a, convert_common, float_ops=EFFNET_FLOAT_OPS)
+        results["models"]["efficientnet_b3"], emd = measure_efficientnet(a, out, train_common, convert_common)
         md += "\n" + emd
     if a.size_study:
         study = out / "size-study.json"

@@ -1,6 +1,6 @@
 """Measure: the ``paper`` recipe against ``recommended`` (and ablations of it) on repeated grouped splits.
 
-    .venv/bin/python -m benchmarks.measure_recipes --out /tmp/recipes \\
+    python -m benchmarks.measure_recipes --out /tmp/recipes \\
         [--splits 5] [--image-size 128] [--variants paper recommended ...] [--ablation-splits 2] \\
         [--md benchmarks/results/recipes.md] [--quick]
 
@@ -25,7 +25,9 @@ image per class per batch), and ``rec-paper-lr``: ``recommended`` with the paper
 
 Finished runs in ``--out`` are reused, so a second call only trains what is missing. A script, not
 library code: it prints its table and writes ``results.json`` / ``results.md`` into ``--out`` (and to
-``--md`` and its ``.json`` sibling when given, with the command line on top).
+``--md`` and its ``.json`` sibling when given, with the command line on top; the repository's copy is
+``benchmarks/results/recipes.md``). Run from the repository root: ``../shared`` (or ``$EDGE_DERM_SHARED``)
+is relative to it.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from benchmarks import common
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("EDGE_DERM_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("EDGE_DERM_SHARED", common.SHARED))
 HAM = SHARED / "data" / "ham10000-dev"
 
 
@@ -224,6 +226,7 @@ def summarise(rows: dict[str, list[dict]]) -> dict:
 
 
 def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
+    """results.md: figures per variant, paired differences, post hoc prevalence, goals, per-split rows."""
     lines = [f"Machine: {meta['machine'].get('cpu', '?')}, {meta['machine'].get('cores_available', '?')} cores; "
              f"MobileNetV2 alpha {meta['alpha']} at {meta['image_size']} px from ImageNet; "
              f"ham10000-dev re-split {meta['splits']} times (seeds 0..{meta['splits'] - 1}, lesion-disjoint 80:20); "
@@ -233,8 +236,19 @@ def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
     for name, entry in summary.items():
         cells = [name, str(entry["n_splits"])] + [fmt(k, entry["figures"][k]) for k, _, _ in FIGURES]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Paired differences (same splits), percentage points for F1/accuracy/sensitivity:", "",
-              "| variant | vs | Δ macro F1 | Δ balanced acc. | Δ MM sens. | Δ ECE |", "|---|---|---|---|---|---|"]
+    lines += _delta_lines(summary)
+    if meta.get("prevalence"):
+        lines += _prevalence_lines(meta["prevalence"])
+    if summary.get("recommended"):
+        lines += _goal_lines(summary["recommended"])
+    lines += _split_lines(rows)
+    return "\n".join(lines) + "\n"
+
+
+def _delta_lines(summary: dict) -> list[str]:
+    """The paired-differences table: each variant against the recipe(s) it is compared with."""
+    lines = ["", "Paired differences (same splits), percentage points for F1/accuracy/sensitivity:", "",
+             "| variant | vs | Δ macro F1 | Δ balanced acc. | Δ MM sens. | Δ ECE |", "|---|---|---|---|---|---|"]
     for name, entry in summary.items():
         for ref in REFERENCES.get(name, (ABLATION_BASE,) if name.startswith("rec-") else ()):
             d = entry.get(f"delta_vs_{ref}")
@@ -243,39 +257,50 @@ def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
             lines.append(f"| {name} | {ref} | " + " | ".join(
                 fmt(k if k != "ece" else "ece", d[k]).replace("(", "(").strip() for k in
                 ("macro_f1", "balanced_accuracy", "mm_sensitivity", "ece")) + " |")
-    if meta.get("prevalence"):
-        post = meta["prevalence"]
-        lines += ["", "`recommended` runs with the calibration refitted post hoc for each `prevalence` (same models, "
-                  "same validation splits; test figures, mean over splits with a 95 % t interval):", "",
-                  "| prevalence | macro F1 | balanced acc. | accuracy | MM sens. | ECE | referral sens. / spec. | "
-                  "prior strength |", "|---|---|---|---|---|---|---|---|"]
-        for name in ("balanced", "dataset", "fit"):
-            vals = {k: t_interval([p[name][k] for p in post]) for k in
-                    ("macro_f1", "balanced_accuracy", "accuracy", "mm_sensitivity", "ece", "referral_sensitivity",
-                     "referral_specificity")}
-            strengths = ", ".join("–" if p[name]["prior_strength"] is None else f"{p[name]['prior_strength']:.1f}"
-                                  for p in post)
-            lines.append(f"| {name} | {fmt('macro_f1', vals['macro_f1'])} | {fmt('balanced_accuracy', vals['balanced_accuracy'])} | "
-                         f"{fmt('accuracy', vals['accuracy'])} | {fmt('mm_sensitivity', vals['mm_sensitivity'])} | "
-                         f"{fmt('ece', vals['ece'])} | {fmt('referral_sensitivity', vals['referral_sensitivity'])} / "
-                         f"{fmt('referral_specificity', vals['referral_specificity'])} | {strengths} |")
-    rec = summary.get("recommended")
-    if rec:
-        lines += ["", "Goals for `recommended` (mean over splits):", ""]
-        for key, goal in GOALS.items():
-            stat = rec["figures"].get(key)
-            got = stat[0] if stat else None
-            lines.append(f"- {key} ≥ {goal:.0%}: {'–' if got is None else f'{got:.1%}'} — "
-                         f"{'**met**' if got is not None and got >= goal else '**not met**'}")
-        stat = rec["figures"].get("ece")
-        lines.append(f"- ECE ≤ 0.05 after temperature scaling: {stat[0]:.3f} — "
-                     f"{'**met**' if stat and stat[0] <= 0.05 else '**not met**'}" if stat else "- ECE: –")
-        stat = rec["figures"].get("minutes")
-        lines.append(f"- training ≤ 15 min (the whole run: training, per-epoch validation, calibration, test): "
-                     f"{stat[0]:.1f} min — {'**met**' if stat and stat[0] <= 15 else '**not met**'}"
-                     if stat else "- training time: –")
-    lines += ["", "Per split:", "", "| variant | split | macro F1 | balanced acc. | MM sens. | ECE raw → cal. | "
-              "referral sens. / spec. | kept epoch |", "|---|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _prevalence_lines(post: list[dict]) -> list[str]:
+    """The post hoc prevalence table (``--prevalence``): one row per prevalence, mean over splits."""
+    lines = ["", "`recommended` runs with the calibration refitted post hoc for each `prevalence` (same models, "
+             "same validation splits; test figures, mean over splits with a 95 % t interval):", "",
+             "| prevalence | macro F1 | balanced acc. | accuracy | MM sens. | ECE | referral sens. / spec. | "
+             "prior strength |", "|---|---|---|---|---|---|---|---|"]
+    for name in ("balanced", "dataset", "fit"):
+        vals = {k: t_interval([p[name][k] for p in post]) for k in
+                ("macro_f1", "balanced_accuracy", "accuracy", "mm_sensitivity", "ece", "referral_sensitivity",
+                 "referral_specificity")}
+        strengths = ", ".join("–" if p[name]["prior_strength"] is None else f"{p[name]['prior_strength']:.1f}"
+                              for p in post)
+        lines.append(f"| {name} | {fmt('macro_f1', vals['macro_f1'])} | {fmt('balanced_accuracy', vals['balanced_accuracy'])} | "
+                     f"{fmt('accuracy', vals['accuracy'])} | {fmt('mm_sensitivity', vals['mm_sensitivity'])} | "
+                     f"{fmt('ece', vals['ece'])} | {fmt('referral_sensitivity', vals['referral_sensitivity'])} / "
+                     f"{fmt('referral_specificity', vals['referral_specificity'])} | {strengths} |")
+    return lines
+
+
+def _goal_lines(rec: dict) -> list[str]:
+    """The goals for ``recommended`` (its summary entry), each met or not."""
+    lines = ["", "Goals for `recommended` (mean over splits):", ""]
+    for key, goal in GOALS.items():
+        stat = rec["figures"].get(key)
+        got = stat[0] if stat else None
+        lines.append(f"- {key} ≥ {goal:.0%}: {'–' if got is None else f'{got:.1%}'} — "
+                     f"{'**met**' if got is not None and got >= goal else '**not met**'}")
+    stat = rec["figures"].get("ece")
+    lines.append(f"- ECE ≤ 0.05 after temperature scaling: {stat[0]:.3f} — "
+                 f"{'**met**' if stat and stat[0] <= 0.05 else '**not met**'}" if stat else "- ECE: –")
+    stat = rec["figures"].get("minutes")
+    lines.append(f"- training ≤ 15 min (the whole run: training, per-epoch validation, calibration, test): "
+                 f"{stat[0]:.1f} min — {'**met**' if stat and stat[0] <= 15 else '**not met**'}"
+                 if stat else "- training time: –")
+    return lines
+
+
+def _split_lines(rows: dict[str, list[dict]]) -> list[str]:
+    """The per-split table: every run's test figures and the epoch it kept."""
+    lines = ["", "Per split:", "", "| variant | split | macro F1 | balanced acc. | MM sens. | ECE raw → cal. | "
+             "referral sens. / spec. | kept epoch |", "|---|---|---|---|---|---|---|---|"]
     for name, rs in rows.items():
         for i, r in enumerate(rs):
             sel = r.get("selected") or {}
@@ -285,7 +310,7 @@ def markdown(summary: dict, rows: dict[str, list[dict]], meta: dict) -> str:
             mm = "–" if r["mm_sensitivity"] is None else f"{r['mm_sensitivity']:.1%}"
             lines.append(f"| {name} | {i} | {r['macro_f1']:.1%} | {r['balanced_accuracy']:.1%} | {mm} | "
                          f"{r['ece_before']:.3f} → {r['ece']:.3f} | {rs_} | {kept} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = build_splits(a.out, a.splits)
     meta = {"machine": provenance.machine(), "versions": provenance.versions(), "alpha": a.alpha,
             "image_size": a.image_size, "splits": a.splits, "ablation_splits": a.ablation_splits,
-            "variants": {v: VARIANTS[v] for v in a.variants}, "command": " ".join(sys.argv)}
+            "variants": {v: VARIANTS[v] for v in a.variants},
+            "command": "python -m benchmarks.measure_recipes " + " ".join(sys.argv[1:] if argv is None else argv)}
     # The main variants on every split first, then the ablations: partial results are useful early.
     jobs = [(name, i) for i in range(len(splits)) for name in a.variants if not name.startswith("rec-")]
     # Ablations: the first --ablation-splits splits, and any further split whose run is already finished.
