@@ -97,13 +97,13 @@ def test_sha256_matches_and_a_flipped_byte_is_refused(cv_converted, tmp_path, ca
 
 
 def test_verification_parses_the_written_file_once(cv_converted, monkeypatch):
-    from edge_derm import runtime
     from edge_derm.converters.presets import get_preset
     from edge_derm.converters.verify import verify_file
+    from edge_derm.tflite_format import reader
 
     calls = []
-    real = runtime._parse
-    monkeypatch.setattr(runtime, "_parse", lambda buf: calls.append(len(buf)) or real(buf))
+    real = reader._parse
+    monkeypatch.setattr(reader, "_parse", lambda buf: calls.append(len(buf)) or real(buf))
     path = cv_converted / "model.fp32.tflite"
     imgs = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
     ref = np.full((5, 3), 1 / 3, np.float32)

@@ -20,8 +20,8 @@ import pytest
 from conftest import CV_CLASSES, CV_SIZE, REPO
 
 from edge_derm import cli
-from edge_derm.converters.standard_metadata import (CALIBRATION_FILE, DISPLAY_NAMES_FILE, LABELS_FILE,
-                                                    read_associated_files, standard_metadata)
+from edge_derm.tflite_format.standard import (CALIBRATION_FILE, DISPLAY_NAMES_FILE, LABELS_FILE,
+                                             read_associated_files, standard_metadata)
 from edge_derm.runtime import TFLiteModel, read_metadata
 
 MODES = ["fp32", "fp16", "dynamic", "int8", "qat"]

@@ -102,17 +102,7 @@ def sample_images(dataset_dir: str | Path, classes: Sequence[str], image_size: i
         ConversionError: no usable image.
     """
     manifest = Manifest.load(dataset_dir)
-    records, split = [], ""
-    for split in splits:
-        if split == "all":
-            records = manifest.records
-        else:
-            records = [r for part in split.split("+") for r in manifest.subset(part)]
-        if records:
-            break
-    if not records:
-        raise ConversionError(f"no {purpose} images in {manifest.dir} (splits tried: {', '.join(splits)}); "
-                              "pass --calibration DIR with a dataset that has images")
+    records, split = _first_split(manifest, splits, purpose)
     index = {c: i for i, c in enumerate(classes)}
     rec_labels = [r.label for r in records]
     chosen = stratified_indices(rec_labels, len(rec_labels) if n is None else n, seed)
@@ -133,11 +123,30 @@ def sample_images(dataset_dir: str | Path, classes: Sequence[str], image_size: i
     missing = [c for i, c in enumerate(classes) if not (labels_arr == i).any()]
     if missing:
         _log.warning("%s data from %s has no image of: %s", purpose, manifest.dir, ", ".join(missing))
+    return ImageSample(_stack(images, compact), labels_arr, list(classes), str(manifest.dir),
+                       manifest.hash, split, missing, skipped)
+
+
+def _first_split(manifest: Manifest, splits: Sequence[str], purpose: str) -> tuple[list, str]:
+    """The records of the first of ``splits`` that has any, and its name; ConversionError when none has."""
+    records, split = [], ""
+    for split in splits:
+        if split == "all":
+            records = manifest.records
+        else:
+            records = [r for part in split.split("+") for r in manifest.subset(part)]
+        if records:
+            break
+    if not records:
+        raise ConversionError(f"no {purpose} images in {manifest.dir} (splits tried: {', '.join(splits)}); "
+                              "pass --calibration DIR with a dataset that has images")
+    return records, split
+
+
+def _stack(images: list[np.ndarray], compact: bool) -> np.ndarray:
+    """One array of the images: uint8 when ``compact`` and that loses nothing (whole values in 0..255), else float32."""
     stacked = np.stack(images)
     if compact and all(np.array_equal(im, np.rint(im)) for im in images) and stacked.min() >= 0 \
             and stacked.max() <= 255:
-        stacked = stacked.astype(np.uint8)
-    else:
-        stacked = stacked.astype(np.float32)
-    return ImageSample(stacked, labels_arr, list(classes), str(manifest.dir),
-                       manifest.hash, split, missing, skipped)
+        return stacked.astype(np.uint8)
+    return stacked.astype(np.float32)

@@ -1,6 +1,8 @@
-"""Quantisation presets: the one table that drives CLI choices, validation and the benchmark loop.
+"""Quantisation presets: the one table that drives CLI choices, validation, conversion and the benchmark loop.
 
-No TensorFlow here; the converter reads a preset's fields to decide how to convert and verify.
+No TensorFlow here. A preset's fields are the converter settings (optimisations, supported types,
+integer-only ops and I/O types, calibration, quantisation-aware training, recipe tuning, the collapse
+check) and the verification tolerance; the converter reads them and never branches on a mode's name.
 """
 
 from __future__ import annotations
@@ -40,16 +42,25 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Preset:
-    """One quantisation mode.
+    """One quantisation mode: what it needs, how the converter is set and how its file is checked.
 
     Attributes:
         name: the ``--quantize`` value and the ``model.<name>.tflite`` suffix.
         description: one line for ``--help`` and reports.
         calibration: needs representative images (full-integer quantisation).
-        training: needs the run's training data (quantisation-aware fine-tuning).
-        integer: the graph must run in integer arithmetic (checked by verification).
+        training: needs the run's training data (quantisation-aware fine-tuning first; the converted
+            model is the fine-tuned one, and verification compares the file with it).
+        integer: the graph must run in integer arithmetic (integer builtins only, inference input/output
+            of the chosen I/O type; checked by verification).
         io_types: the input/output dtypes it can have; the first is the default.
         tolerance: documented verification tolerance.
+        optimize: the converter's default optimisations (``tf.lite.Optimize.DEFAULT``: weight quantisation).
+        supported_types: the converter's ``target_spec.supported_types`` (TensorFlow dtype names), e.g.
+            ``("float16",)`` to store the weights in half precision.
+        recipes: post-training integer quantisation of the run model, whose recipe can be tuned:
+            ``--min-agreement`` searches recipes, ``--float-layers`` keeps layers in float.
+        collapse_check: its accuracy drop on the labelled fidelity images is checked and, past
+            ``--collapse-threshold``, a per-layer report (``debug.int8.csv``) is written.
     """
 
     name: str
@@ -59,6 +70,10 @@ class Preset:
     integer: bool
     io_types: tuple[str, ...]
     tolerance: Tolerance
+    optimize: bool = False
+    supported_types: tuple[str, ...] = ()
+    recipes: bool = False
+    collapse_check: bool = False
 
 
 # Tolerances are fidelity bars, measured on every image the run holds out (validation + test, or
@@ -74,18 +89,20 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("fp32", "float32, no quantisation (the reference)", False, False, False, ("float32",),
            Tolerance(0.999, 0.0, 1e-4, max_abs_diff=1e-3)),
     Preset("fp16", "float16 weights, float32 compute on CPU (half the size)", False, False, False, ("float32",),
-           Tolerance(0.995, 0.005, 0.01)),
+           Tolerance(0.995, 0.005, 0.01), optimize=True, supported_types=("float16",)),
     Preset("dynamic", "dynamic-range: int8 weights, float activations", False, False, False, ("float32",),
-           Tolerance(0.97, 0.03, 0.04)),
+           Tolerance(0.97, 0.03, 0.04), optimize=True),
     Preset("int8", "full-integer post-training quantisation (calibrated)", True, False, True, IO_TYPES,
-           Tolerance(0.97, 0.03, 0.08, min_integer_op_share=1.0)),
+           Tolerance(0.97, 0.03, 0.08, min_integer_op_share=1.0), optimize=True, recipes=True,
+           collapse_check=True),
     Preset("qat", "quantisation-aware fine-tuning, then full-integer conversion", True, True, True, IO_TYPES,
-           Tolerance(0.97, 0.03, 0.08, min_integer_op_share=1.0)),
+           Tolerance(0.97, 0.03, 0.08, min_integer_op_share=1.0), optimize=True),
 )}
 
 #: Classes whose flips verification bounds separately (when the model has them).
 WATCH_CLASSES: tuple[str, ...] = ("MM", "BCC")
 
+#: The quantisation modes, in table order: the only list of them (CLI choices, demo, export, benchmarks).
 MODES: tuple[str, ...] = tuple(PRESETS)
 
 

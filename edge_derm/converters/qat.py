@@ -1,4 +1,7 @@
-"""Quantisation-aware fine-tuning with tensorflow-model-optimization (tfmot).
+"""Quantisation-aware training with tensorflow-model-optimization (tfmot): annotation and scheme.
+
+This module owns the graph surgery (the quantisation-aware rewrite of a model); the fine-tuning loop is
+:mod:`edge_derm.training.qat`, which :func:`finetune` calls with :func:`qat_transform`.
 
 tfmot's default 8-bit scheme needs one flat functional model: nested models (a keras.applications
 backbone used as a layer) are inlined first (:func:`flatten_model`). Layers the scheme does not
@@ -116,16 +119,44 @@ def _depthwise_scheme():
     quantisation, which is what makes MobileNetV2 lose accuracy under per-tensor int8 (the
     channels' ranges differ by orders of magnitude once BatchNorm is folded in). TFLite stores
     depthwise weights per output channel (C*M), so the QAT model here fakes exactly that.
+
+    Returns:
+        The scheme, its registry, and the custom objects a saved QAT model needs.
     """
-    import tensorflow as tf
     import tf_keras as keras
-    import tensorflow_model_optimization as tfmot
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_registry as reg,
     )
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_scheme as sch,
     )
+
+    weights_quantizer = _depthwise_weights_quantizer()
+
+    class DepthwiseQuantizeConfig(reg.Default8BitConvQuantizeConfig):
+        def __init__(self, weight_attrs=("depthwise_kernel",), activation_attrs=("activation",),
+                     quantize_output=False):
+            super().__init__(list(weight_attrs), list(activation_attrs), quantize_output)
+            self.weight_quantizer = weights_quantizer()
+
+    class Registry(reg.Default8BitQuantizeRegistry):
+        def __init__(self):
+            super().__init__()
+            self._layer_quantize_map[keras.layers.DepthwiseConv2D] = DepthwiseQuantizeConfig()
+
+    class Scheme(sch.Default8BitQuantizeScheme):
+        def get_quantize_registry(self):
+            return Registry()
+
+    objects = {"DepthwiseWeightsQuantizer": weights_quantizer, "DepthwiseQuantizeConfig": DepthwiseQuantizeConfig}
+    return Scheme(), Registry(), objects
+
+
+def _depthwise_weights_quantizer():
+    """The class of a symmetric 8-bit quantiser with one range per output channel (C*M) of a depthwise kernel."""
+    import tensorflow as tf
+    import tf_keras as keras
+    import tensorflow_model_optimization as tfmot
 
     qk = tfmot.quantization.keras
 
@@ -152,24 +183,7 @@ def _depthwise_scheme():
         def get_config(self):
             return {}
 
-    class DepthwiseQuantizeConfig(reg.Default8BitConvQuantizeConfig):
-        def __init__(self, weight_attrs=("depthwise_kernel",), activation_attrs=("activation",),
-                     quantize_output=False):
-            super().__init__(list(weight_attrs), list(activation_attrs), quantize_output)
-            self.weight_quantizer = DepthwiseWeightsQuantizer()
-
-    class Registry(reg.Default8BitQuantizeRegistry):
-        def __init__(self):
-            super().__init__()
-            self._layer_quantize_map[keras.layers.DepthwiseConv2D] = DepthwiseQuantizeConfig()
-
-    class Scheme(sch.Default8BitQuantizeScheme):
-        def get_quantize_registry(self):
-            return Registry()
-
-    objects = {"DepthwiseWeightsQuantizer": DepthwiseWeightsQuantizer,
-               "DepthwiseQuantizeConfig": DepthwiseQuantizeConfig}
-    return Scheme(), Registry(), objects
+    return DepthwiseWeightsQuantizer
 
 
 def _follows_conv(layer) -> bool:
@@ -254,68 +268,57 @@ def quantize_model(model):
     return qmodel
 
 
+def qat_transform(paths: list[str], image_size: int, resize_mode: str, *, seed: int = 0,
+                  range_images: np.ndarray | None = None):
+    """The model transform of QAT for :func:`edge_derm.training.qat.finetune`: the quantisation-aware copy
+    (:func:`quantize_model`) with its activation ranges started at the float model's (:func:`init_ranges`)
+    on ``range_images`` (default: 64 seeded training images of ``paths``, preprocessed as at evaluation)."""
+    def transform(model):
+        qmodel = quantize_model(model)
+        images = range_images
+        if images is None:
+            from edge_derm.data.images import load_for_model
+
+            pick = np.random.default_rng(seed).permutation(len(paths))[:64]
+            images = np.stack([load_for_model(paths[i], image_size, resize_mode) for i in pick])
+        return qmodel, {"ranges_initialised": init_ranges(qmodel, flatten_model(model), images)}
+
+    return transform
+
+
 def finetune(model, paths: list[str], labels: np.ndarray, num_classes: int, image_size: int, resize_mode: str, *,
              epochs: int = 1, learning_rate: float = 1e-5, batch_size: int | None = None, seed: int = 0,
              steps_per_epoch: int | None = None, range_images: np.ndarray | None = None,
              quantize: bool = True, augment: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Quantisation-aware fine-tuning on the run's training data.
+    """Quantisation-aware fine-tuning on the run's training data (the loop is :mod:`edge_derm.training.qat`).
 
-    Uses the project's input pipeline (class-balanced, augmented batches, as in training);
-    BatchNorm statistics stay frozen. Activation ranges start at the float model's ranges on
-    ``range_images`` (default: 64 seeded training images, preprocessed as at evaluation), not
-    tfmot's [-6, 6], then follow tfmot's EMA (decay 0.999).
+    Batches are class-balanced and, by default, not augmented (``augment``): QAT adapts weights and
+    activation ranges to the images the model will see, and the paper's augmentation (brightness
+    0.2-0.8, which only darkens) pulls tfmot's moving-average ranges towards darker images and clips
+    real ones (measured in benchmarks/results/quantization.md). BatchNorm statistics stay frozen.
+    Activation ranges start at the float model's ranges on ``range_images`` (default: 64 seeded
+    training images), not tfmot's [-6, 6], then follow tfmot's EMA (decay 0.999).
 
-    ``augment`` (off by default): the training augmentation. QAT adapts weights and activation
-    ranges to the images the model will see; the paper's augmentation (brightness 0.2-0.8 always
-    darkens) pulls tfmot's moving-average ranges towards darker images, which clipped real ones:
-    on the fine-tuned 224 px MobileNetV2 of benchmarks/results/quantization.md, the QAT model
-    agreed with the float model on 91 % of test images before any step and on 84 % after one
-    augmented epoch with no weight change (learning rate 1e-12).
-
-    ``quantize=False`` runs the very same fine-tuning (data, schedule, seed, frozen BatchNorm) on
-    a float copy of ``model``: the control that separates what QAT's extra training changes
-    from what quantisation costs.
+    ``quantize=False`` runs the very same loop with no transform, on a float copy of the flattened
+    ``model``: the control that separates what QAT's extra training changes from what quantisation costs.
 
     Returns:
-        The trained quantisation-aware model and a summary (epochs, steps, final loss/accuracy).
+        The trained quantisation-aware (or float) model and a summary (``quantize``, ``augment``, epochs,
+        steps, learning rate, batch, ``n_train``, ``ranges_initialised``, final loss/accuracy).
     """
-    import tf_keras as keras
-    import tensorflow as tf
-
-    from edge_derm.data.pipeline import AugmentConfig, make_dataset, steps_per_epoch as steps_for
+    from edge_derm.training.qat import finetune as train_loop
 
     if not paths:
         raise ConversionError("QAT needs training images and the run's dataset has none; "
                               "pass --calibration DIR with a dataset that has a train split")
-    tf.random.set_seed(seed)
-    n_ranges = 0
-    if quantize:
-        qmodel = quantize_model(model)
-        if range_images is None:
-            from edge_derm.data.images import load_for_model
-
-            pick = np.random.default_rng(seed).permutation(len(paths))[:64]
-            range_images = np.stack([load_for_model(paths[i], image_size, resize_mode) for i in pick])
-        n_ranges = init_ranges(qmodel, flatten_model(model), range_images)
-    else:
-        flat = flatten_model(model)  # shares the run model's layers: clone before training
-        qmodel = keras.models.clone_model(flat)
-        qmodel.set_weights(flat.get_weights())
-    # Class-balanced batches are small (one image per class): BatchNorm statistics from them
-    # would drift, so BatchNorm runs in inference mode (frozen statistics) during QAT.
-    for layer in qmodel.layers:
-        inner = getattr(layer, "layer", layer)
-        if isinstance(inner, keras.layers.BatchNormalization):
-            inner.trainable = False
-    qmodel.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
-                   metrics=["accuracy"])
-    ds = make_dataset(paths, labels, num_classes, image_size, training=True, batch_size=batch_size,
-                      resize_mode=resize_mode, seed=seed, augment=AugmentConfig() if augment else AugmentConfig.off())
-    batch = batch_size or num_classes
-    steps = steps_per_epoch or steps_for(len(paths), batch)
-    history = qmodel.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=0)
-    summary = {"quantize": quantize, "augment": augment, "epochs": epochs, "steps_per_epoch": steps, "learning_rate": learning_rate, "batch_size": batch,
-               "n_train": len(paths), "ranges_initialised": n_ranges,
-               "final_loss": round(float(history.history["loss"][-1]), 6),
-               "final_accuracy": round(float(history.history.get("accuracy", [float("nan")])[-1]), 6)}
-    return qmodel, summary
+    transform = (qat_transform(paths, image_size, resize_mode, seed=seed, range_images=range_images)
+                 if quantize else None)
+    trained, facts = train_loop(model if quantize else flatten_model(model), paths, labels, num_classes,
+                                image_size, resize_mode, transform=transform, epochs=epochs,
+                                learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                                steps_per_epoch=steps_per_epoch, augment=augment)
+    keys = ("augment", "epochs", "steps_per_epoch", "learning_rate", "batch_size", "n_train")
+    summary = {"quantize": quantize, **{k: facts[k] for k in keys},
+               "ranges_initialised": facts.get("ranges_initialised", 0),
+               "final_loss": facts["final_loss"], "final_accuracy": facts["final_accuracy"]}
+    return trained, summary

@@ -191,6 +191,8 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
                 use_aeq: bool | None = None) -> SearchResult:
     """Try int8 recipes from the cheapest upward; stop at the first whose agreement reaches ``bar``.
 
+    Full-integer recipes first, then greedy float layers and 16x8 (16x8 first after a collapse).
+
     Args:
         model: the Keras model.
         preset: the int8 preset.
@@ -207,128 +209,166 @@ def search_int8(model, preset: Preset, calibration: Callable[[str], tuple[np.nda
     """
     if use_aeq is None:
         use_aeq = float_model is not None and aeq_available()
-    float_bytes: list[bytes] = []
+    s = _Search(model, preset, calibration, score, float_model)
+    found, best_cal, best_cal_agreement = _full_integer_recipes(s, io, use_aeq)
+    if found is not None:
+        return s.result(found)
+    cal = s.calibrated[best_cal]
+    images = s.samples[best_cal][0]
 
-    def float_tflite() -> bytes:
-        if not float_bytes:
-            float_bytes.append(float_model())
-        return float_bytes[0]
+    def try_16x8() -> Candidate | None:
+        return s.attempt(Recipe(f"16x8 (int16 activations, int8 weights), {cal.n} calibration images",
+                                calibration=best_cal, calibration_n=cal.n, activations="int16", io="float32"),
+                         lambda: convert_16x8(model, preset, images))
 
-    tried: list[dict[str, Any]] = []
-    best: Candidate | None = None
-    full_integer: list[float] = []  # agreements of the full-integer recipes (collapse check)
+    # a collapse: even the best full-integer recipe that converted is far below the bar (none converted: no verdict)
+    early_16x8 = bool(s.full_integer) and bar - max(s.full_integer) > COLLAPSE_GAP
+    if early_16x8:
+        _log.info("int8 search: best full-integer agreement %.4f is more than %.2f below the bar: 16x8 first",
+                  max(s.full_integer), COLLAPSE_GAP)
+        cand = try_16x8()
+        if _done(cand):
+            return s.result(cand)
+    found = _greedy_float_layers(s, candidates, images, best_cal, best_cal_agreement, max_float_layers, n_candidates)
+    if found is not None:
+        return s.result(found)
+    if not early_16x8:
+        cand = try_16x8()
+        if _done(cand):
+            return s.result(cand)
+    if use_aeq:
+        n0 = s.calibrated["default"].n
+        cand = s.attempt(Recipe(f"ai-edge-quantizer a16w8, {n0} calibration images", calibration="default",
+                                calibration_n=n0, activations="int16", io="int16", backend="ai-edge-quantizer"),
+                         lambda: convert_aeq(s.float_tflite(), s.samples["default"][0], "static_wi8_ai16"))
+        if _done(cand):
+            return s.result(cand)
+    return s.result(None)
 
-    def attempt(recipe: Recipe, make: Callable[[], bytes], full: bool = False) -> Candidate | None:
+
+def _done(cand: Candidate | None) -> bool:
+    """Whether a recipe was made and meets the bar."""
+    return cand is not None and bool(cand.score["passed"])
+
+
+class _Search:
+    """The state of one search: what was tried, the best so far, the calibrations made (each once)."""
+
+    def __init__(self, model, preset: Preset, calibration: Callable[[str], tuple[np.ndarray, int] | None],
+                 score: Callable[[bytes], dict[str, Any]], float_model: Callable[[], bytes] | None):
+        self.model, self.preset, self.calibration, self.score = model, preset, calibration, score
+        self.float_model = float_model
+        self.tried: list[dict[str, Any]] = []
+        self.best: Candidate | None = None
+        self.full_integer: list[float] = []  # agreements of the full-integer recipes (collapse check)
+        self.samples: dict[str, tuple[np.ndarray, int]] = {}
+        self.calibrated: dict[str, Calibrated] = {}
+        self._float_bytes: bytes | None = None
+
+    def result(self, chosen: Candidate | None) -> SearchResult:
+        return SearchResult(chosen, self.best, self.tried)
+
+    def float_tflite(self) -> bytes:
+        """The converted float model (made once, when a recipe first needs it)."""
+        if self._float_bytes is None:
+            self._float_bytes = self.float_model()
+        return self._float_bytes
+
+    def calibrated_for(self, name: str) -> Calibrated | None:
+        """The model calibrated on the ``name`` sample (once); None when there is no such sample."""
+        if name not in self.calibrated:
+            got = self.calibration(name)
+            if got is None:
+                return None
+            self.samples[name] = got
+            with task(f"int8 search: calibrating on {got[1]} images ({name})"):
+                self.calibrated[name] = Calibrated(self.model, self.preset, got[0])
+        return self.calibrated[name]
+
+    def attempt(self, recipe: Recipe, make: Callable[[], bytes], full: bool = False) -> Candidate | None:
         """Make and score one recipe (None when it cannot be made); ``full``: a full-integer recipe, whose
         agreement the collapse check reads."""
-        nonlocal best
         with task(f"int8 search: {recipe.name}"):
             try:
                 data = make()
-                sc = score(data)
+                sc = self.score(data)
             except ConversionError as exc:
-                tried.append({"recipe": recipe.as_dict(), "error": str(exc)})
+                self.tried.append({"recipe": recipe.as_dict(), "error": str(exc)})
                 _log.warning("int8 recipe %s failed: %s", recipe.name, exc)
                 return None
         cand = Candidate(recipe, data, sc)
-        tried.append({"recipe": recipe.as_dict(), "top1_agreement": sc["top1_agreement"], "passed": sc["passed"],
-                      "size_bytes": len(data), "watch_flips": {k: v["flipped"] for k, v in sc["watch"].items()}})
+        self.tried.append({"recipe": recipe.as_dict(), "top1_agreement": sc["top1_agreement"], "passed": sc["passed"],
+                           "size_bytes": len(data), "watch_flips": {k: v["flipped"] for k, v in sc["watch"].items()}})
         _log.info("int8 recipe %s: agreement %.4f (%s)", recipe.name, cand.agreement,
                   "meets the bar" if sc["passed"] else "below the bar")
-        if best is None or cand.agreement > best.agreement:
-            best = cand
+        if self.best is None or cand.agreement > self.best.agreement:
+            self.best = cand
         if full:
-            full_integer.append(cand.agreement)
+            self.full_integer.append(cand.agreement)
         return cand
 
-    def done(cand: Candidate | None) -> bool:
-        return cand is not None and bool(cand.score["passed"])
 
-    samples: dict[str, tuple[np.ndarray, int]] = {}
-    calibrated: dict[str, Calibrated] = {}
+def _full_integer_recipes(s: _Search, io: str, use_aeq: bool) -> tuple[Candidate | None, str, float]:
+    """Per-tensor, per-channel, per-channel on more calibration images, ai-edge-quantizer's static int8.
 
-    def calibrated_for(name: str) -> Calibrated | None:
-        if name not in calibrated:
-            got = calibration(name)
-            if got is None:
-                return None
-            samples[name] = got
-            with task(f"int8 search: calibrating on {got[1]} images ({name})"):
-                calibrated[name] = Calibrated(model, preset, got[0])
-        return calibrated[name]
-
-    default = calibrated_for("default")
+    Returns:
+        The first recipe that meets the bar (or None), and the calibration sample whose per-channel
+        recipe agreed best, with that agreement (where the later recipes start).
+    """
+    default = s.calibrated_for("default")
     n0 = default.n
-    cand = attempt(Recipe(f"per-tensor, {n0} calibration images", per_channel=False, calibration="default",
-                          calibration_n=n0, io=io), lambda: default.quantize(per_channel=False, io=io), full=True)
-    if done(cand):
-        return SearchResult(cand, best, tried)
-    cand = attempt(Recipe(f"per-channel, {n0} calibration images", calibration="default", calibration_n=n0, io=io),
-                   lambda: default.quantize(per_channel=True, io=io), full=True)
-    if done(cand):
-        return SearchResult(cand, best, tried)
+    cand = s.attempt(Recipe(f"per-tensor, {n0} calibration images", per_channel=False, calibration="default",
+                            calibration_n=n0, io=io), lambda: default.quantize(per_channel=False, io=io), full=True)
+    if _done(cand):
+        return cand, "default", 0.0
+    cand = s.attempt(Recipe(f"per-channel, {n0} calibration images", calibration="default", calibration_n=n0, io=io),
+                     lambda: default.quantize(per_channel=True, io=io), full=True)
+    if _done(cand):
+        return cand, "default", 0.0
     best_cal, best_cal_agreement = "default", cand.agreement if cand is not None else 0.0
     for name in ("4x", "all"):
-        cal = calibrated_for(name)
+        cal = s.calibrated_for(name)
         if cal is None:
             continue
         label = f"every training image ({cal.n})" if name == "all" else f"{cal.n} calibration images"
-        cand = attempt(Recipe(f"per-channel, {label}", calibration=name, calibration_n=cal.n, io=io),
-                       lambda c=cal: c.quantize(per_channel=True, io=io), full=True)
-        if done(cand):
-            return SearchResult(cand, best, tried)
+        cand = s.attempt(Recipe(f"per-channel, {label}", calibration=name, calibration_n=cal.n, io=io),
+                         lambda c=cal: c.quantize(per_channel=True, io=io), full=True)
+        if _done(cand):
+            return cand, name, 0.0
         if cand is not None and cand.agreement > best_cal_agreement:
             best_cal, best_cal_agreement = name, cand.agreement
     if use_aeq:  # the second backend, same file cost as full int8 (int8 input/output)
-        cand = attempt(Recipe(f"ai-edge-quantizer static int8, {n0} calibration images", calibration="default",
-                              calibration_n=n0, io="int8", backend="ai-edge-quantizer"),
-                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai8"), full=True)
-        if done(cand):
-            return SearchResult(cand, best, tried)
-    cal = calibrated[best_cal]
-    images = samples[best_cal][0]
+        cand = s.attempt(Recipe(f"ai-edge-quantizer static int8, {n0} calibration images", calibration="default",
+                                calibration_n=n0, io="int8", backend="ai-edge-quantizer"),
+                         lambda: convert_aeq(s.float_tflite(), s.samples["default"][0], "static_wi8_ai8"), full=True)
+        if _done(cand):
+            return cand, best_cal, best_cal_agreement
+    return None, best_cal, best_cal_agreement
 
-    def try_16x8() -> Candidate | None:
-        return attempt(Recipe(f"16x8 (int16 activations, int8 weights), {cal.n} calibration images",
-                              calibration=best_cal, calibration_n=cal.n, activations="int16", io="float32"),
-                       lambda: convert_16x8(model, preset, images))
 
-    # a collapse: even the best full-integer recipe that converted is far below the bar (none converted: no verdict)
-    early_16x8 = bool(full_integer) and bar - max(full_integer) > COLLAPSE_GAP
-    if early_16x8:
-        _log.info("int8 search: best full-integer agreement %.4f is more than %.2f below the bar: 16x8 first",
-                  max(full_integer), COLLAPSE_GAP)
-        cand = try_16x8()
-        if done(cand):
-            return SearchResult(cand, best, tried)
-    # Greedy selective quantisation: each step keeps the candidate layer whose float copy helps the output most.
+def _greedy_float_layers(s: _Search, candidates: Callable[[np.ndarray], list[str]], images: np.ndarray,
+                         best_cal: str, current: float, max_float_layers: int, n_candidates: int) -> Candidate | None:
+    """Greedy selective quantisation: each step keeps the candidate layer whose float copy helps the output
+    most, until a recipe meets the bar (returned), none helps any more, or ``max_float_layers`` are float."""
+    cal = s.calibrated[best_cal]
     try:
         pool = list(candidates(images))[:n_candidates]
     except ConversionError as exc:
-        tried.append({"recipe": {"name": "selective: float-layer candidates"}, "error": str(exc)})
+        s.tried.append({"recipe": {"name": "selective: float-layer candidates"}, "error": str(exc)})
         pool = []
     layers: list[str] = []
-    current = best_cal_agreement
     for _ in range(min(max_float_layers, len(pool))):
         step: Candidate | None = None
         for layer in [c for c in pool if c not in layers]:
             trial = layers + [layer]
-            cand = attempt(Recipe(f"selective, {len(trial)} float layer(s), {cal.n} calibration images",
-                                  calibration=best_cal, calibration_n=cal.n, float_layers=trial, io="float32"),
-                           lambda t=trial: cal.quantize(per_channel=True, io="float32", float_nodes=t))
-            if done(cand):
-                return SearchResult(cand, best, tried)
+            cand = s.attempt(Recipe(f"selective, {len(trial)} float layer(s), {cal.n} calibration images",
+                                    calibration=best_cal, calibration_n=cal.n, float_layers=trial, io="float32"),
+                             lambda t=trial: cal.quantize(per_channel=True, io="float32", float_nodes=t))
+            if _done(cand):
+                return cand
             if cand is not None and (step is None or cand.agreement > step.agreement):
                 step = cand
         if step is None or step.agreement <= current:
             break  # no candidate helps any more
         layers, current = list(step.recipe.float_layers), step.agreement
-    if not early_16x8:
-        cand = try_16x8()
-        if done(cand):
-            return SearchResult(cand, best, tried)
-    if use_aeq:
-        cand = attempt(Recipe(f"ai-edge-quantizer a16w8, {n0} calibration images", calibration="default",
-                              calibration_n=n0, activations="int16", io="int16", backend="ai-edge-quantizer"),
-                       lambda: convert_aeq(float_tflite(), samples["default"][0], "static_wi8_ai16"))
-    return SearchResult(cand if done(cand) else None, best, tried)
+    return None

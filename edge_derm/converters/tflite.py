@@ -24,7 +24,7 @@ def representative_dataset(images: np.ndarray) -> Callable[[], Iterable[list[np.
 
 
 def make_converter(model, preset: Preset, io: str = "float32", calibration: np.ndarray | None = None):
-    """A configured ``tf.lite.TFLiteConverter`` for ``preset``.
+    """A configured ``tf.lite.TFLiteConverter`` for ``preset``, from the preset's settings alone.
 
     Raises:
         ConversionError: an integer preset without calibration images.
@@ -32,16 +32,14 @@ def make_converter(model, preset: Preset, io: str = "float32", calibration: np.n
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if preset.name == "fp16":
+    if preset.optimize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif preset.name == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif preset.integer:
+    if preset.supported_types:
+        converter.target_spec.supported_types = [getattr(tf, t) for t in preset.supported_types]
+    if preset.integer:
         if calibration is None or len(calibration) == 0:
             raise ConversionError(f"{preset.name} needs calibration images and none are usable; "
                                   "pass --calibration DIR with a dataset folder")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dtypes = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}

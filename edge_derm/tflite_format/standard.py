@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import flatbuffers
 
-from edge_derm.runtime import STANDARD_METADATA_NAME as METADATA_NAME
+from .reader import STANDARD_METADATA_NAME as METADATA_NAME
+
 FILE_IDENTIFIER = b"M001"
 # The features used here (image properties, normalisation, score calibration, labels with a locale)
 # are all in the schema's first release; clients refuse only a version newer than their own parser.
