@@ -1,7 +1,7 @@
 """Measure: wall time of ``edge-derm demo`` (default and ``--quick``) against its budgets, and how far
 above chance (1/13) its model lands on the synthetic test split.
 
-    .venv/bin/python -m benchmarks.measure_demo [--only quick|default] [--keras-home DIR]
+    python -m benchmarks.measure_demo [--only quick|default] [--keras-home DIR]
         [--offline] [--json out.json] [--keep DIR] [-- EXTRA DEMO ARGS]
 
 Each demo runs in a fresh subprocess (``python -m edge_derm.cli ... demo --out TMP``, TensorFlow
@@ -9,6 +9,7 @@ start-up included), like a user's first command. Budgets: default <= 5 min, ``--
 2-core CPU. ``--keras-home`` points ``KERAS_HOME`` at a folder holding ImageNet weights (the
 pretrained path); ``--offline`` sets ``EDGE_DERM_OFFLINE`` (the from-scratch path, no network probe).
 
+Run from the repository root; the measured figures are ``benchmarks/results/demo-*.json`` (``--json``).
 A script, not library code: it prints its table.
 """
 

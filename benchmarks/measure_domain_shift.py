@@ -1,6 +1,6 @@
 """Measure: the domain gap of a model and its quantised variants, in-domain vs another domain.
 
-    .venv/bin/python -m benchmarks.measure_domain_shift --out /tmp/domain \\
+    python -m benchmarks.measure_domain_shift --out /tmp/domain \\
         [--image-size 128] [--alpha 0.35] [--md benchmarks/results/domain-shift.md]
 
 The only real images in ``../shared`` are HAM10000's (dermoscopy, ``../shared/data/ham10000-dev``), so
@@ -16,7 +16,9 @@ Steps, each through the CLI as a user runs it: ``data build ham10000`` (dermai13
 the manifest (this script), ``train`` (``--recipe recommended``, ImageNet weights from ``../shared``),
 ``convert`` (fp32, fp16, dynamic, int8; ``--keep-failed``, so that a variant below its fidelity bar is
 still measured, and the table says which passed), ``benchmark --data A --data B``. Finished steps in ``--out``
-are reused. Writes ``results.md`` / ``results.json`` into ``--out`` (and ``--md`` with its ``.json``).
+are reused. Writes ``results.md`` / ``results.json`` into ``--out`` (and ``--md`` with its ``.json``; the
+repository's copy is ``benchmarks/results/domain-shift.md``). Run from the repository root: ``../shared``
+(or ``$EDGE_DERM_SHARED``) is relative to it.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from benchmarks import common
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("EDGE_DERM_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("EDGE_DERM_SHARED", common.SHARED))
 HAM = SHARED / "data" / "ham10000-dev"
 HEAD_NECK = ("face", "scalp", "ear", "neck")
 
@@ -74,13 +77,15 @@ def split_by_site(full: Path, a: Path, b: Path) -> dict[str, int]:
     return {"A": len(in_a), "B": len(in_b)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=f"Data and weights come from $EDGE_DERM_SHARED, else ../shared relative to "
+                                        f"the repository root (here: {SHARED}).")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--alpha", type=float, default=0.35)
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--md", type=Path, default=None)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
     full, dom_a, dom_b = a.out / "ds-ham", a.out / "ds-A-body", a.out / "ds-B-head-neck"
@@ -104,11 +109,12 @@ def main() -> None:
     bench = a.out / "bench"
     if (bench / "results.json").is_file():
         write_results(a, json.loads((bench / "results.json").read_text()), counts, run)
-        return
+        return 0
     cli("benchmark", str(conv), "--data", str(dom_a), "--data", str(dom_b), "--threads", "1", "--runs", "20",
         "--out", str(bench))
     doc = json.loads((bench / "results.json").read_text())
     write_results(a, doc, counts, run)
+    return 0
 
 
 def _wilson(m: dict) -> str:
@@ -161,4 +167,4 @@ def write_results(a: argparse.Namespace, doc: dict, counts: dict, run: Path) -> 
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

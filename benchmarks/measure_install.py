@@ -1,13 +1,15 @@
 """Measure: the runtime-only install against the full (train) install, and start-up times.
 
-    .venv/bin/python -m benchmarks.measure_install --out /tmp/install [--model M.tflite --image I]
+    python -m benchmarks.measure_install --out /tmp/install [--model M.tflite --image I]
         [--md benchmarks/results/install.md]
 
 Creates two fresh virtual environments in ``--out``: ``pip install .`` (the runtime: predict, benchmark,
 report, export; no TensorFlow) and ``pip install '.[train]'``. Reports each install's wall time (pip's
 cache warm or cold as this machine has it; said in the output), its size on disk, and in each: the wall
 time of ``edge-derm --help`` and of one ``edge-derm predict`` (median of ``--repeats`` fresh processes),
-and whether TensorFlow is importable. Writes ``install.json`` / ``install.md`` into ``--out`` (and ``--md``).
+and whether TensorFlow is importable. Writes ``install.json`` / ``install.md`` into ``--out`` (and ``--md``;
+the repository's copy is ``benchmarks/results/install.md``). Run from the repository root; the repository it
+installs is the one this script sits in (``benchmarks.common.REPO_ROOT``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO_ROOT  # the scripts are never installed: the repository is their folder's parent
+
 _log = logging.getLogger("measure_install")
 
 
@@ -59,18 +62,19 @@ def install(venv: Path, spec: str) -> dict:
             "setuptools_warnings": warnings, "tensorflow": tf}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=f"Installs the repository at {REPO_ROOT} (this script's parent folder's parent).")
     ap.add_argument("--out", type=Path, required=True, help="a new folder for the two virtual environments")
     ap.add_argument("--model", type=Path, help="a .tflite for the predict start-up (default: none measured)")
     ap.add_argument("--image", type=Path, help="an image for the predict start-up")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--md", type=Path)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a.out.mkdir(parents=True, exist_ok=False)
     rows = {}
-    for name, spec in (("runtime", str(REPO)), ("train", f"{REPO}[train]")):
+    for name, spec in (("runtime", str(REPO_ROOT)), ("train", f"{REPO_ROOT}[train]")):
         _log.info("installing %s (%s)", name, spec)
         row = install(a.out / name, spec)
         exe = str(a.out / name / "bin" / "edge-derm")
@@ -100,7 +104,8 @@ def main() -> None:
         a.md.write_text(text)
         a.md.with_suffix(".json").write_text(json.dumps({"rows": rows, "cpu": cpu["model"]}, indent=2))
     _log.info("%s", text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

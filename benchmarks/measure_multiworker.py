@@ -1,6 +1,6 @@
 """Measure: multi-worker training on one machine, one worker vs two local workers, same global batch.
 
-    .venv/bin/python -m benchmarks.measure_multiworker [--work DIR] [--steps-per-epoch 20] \\
+    python -m benchmarks.measure_multiworker [--work DIR] [--steps-per-epoch 20] \\
         [--md benchmarks/results/multiworker.md]
 
 The same tiny job (the ``tiny`` test backbone, 32 px synthetic dermai13 images, the head step then
@@ -19,8 +19,9 @@ wall time of each run (process start to exit, TensorFlow import included) and of
 Every figure and claim of the Markdown is derived from the measured ``.json`` (``--from-json`` renders
 it again without measuring).
 
-A script, not library code: it logs its progress and writes ``--md`` and its ``.json`` sibling (the
-machine: CPU model, flags, cores, load average at the start; the command line; the figures).
+A script, not library code: it logs its progress and writes ``--md`` (default: this script's
+``results/multiworker.md``) and its ``.json`` sibling (the machine: CPU model, flags, cores, load average
+at the start; the command line; the figures). Run from the repository root.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from benchmarks.common import RESULTS, cpu_flags
 
-REPO = Path(__file__).resolve().parents[1]
 PER_CLASS, IMAGE_PX, INPUT_PX, BATCH_MULTIPLE = 8, 48, 32, 2
 _log = logging.getLogger("measure_multiworker")
 
@@ -70,16 +71,8 @@ def machine() -> dict:
     from edge_derm import provenance
 
     info = provenance.machine()
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in have]
-                break
-    except OSError:
-        pass
-    info["flags"] = flags
+    have = set(cpu_flags()["flags"].split())
+    info["flags"] = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in have]
     info["load_average_1_5_15"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return info
 
@@ -225,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
     parser.add_argument("--steps-per-epoch", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds each run may take.")
-    parser.add_argument("--md", type=Path, default=REPO / "benchmarks" / "results" / "multiworker.md")
+    parser.add_argument("--md", type=Path, default=RESULTS / "multiworker.md",
+                        help="Markdown to write, with its .json sibling (default: benchmarks/results/multiworker.md).")
     parser.add_argument("--from-json", type=Path, default=None,
                         help="Render --md from this measured .json again (no measurement).")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Measure: input-pipeline throughput against a MobileNetV2 training step, and CLI start-up.
 
-    .venv/bin/python -m benchmarks.measure_pipeline [--size 300] [--batches 40]
+    python -m benchmarks.measure_pipeline [--size 300] [--batches 40]
         [--train-steps 6] [--json out.json]
 
 * Pipeline: ``edge_derm.data.pipeline.make_dataset(training=True)`` at ``size`` (300) with the
@@ -12,8 +12,8 @@
 * Start-up: wall time of ``edge-derm --help`` (the console script, a fresh process, median of
   5) and whether the CLI imported TensorFlow. Goal < 1 s and no TensorFlow.
 
-Both throughputs use every core TensorFlow sees, one after the other. A script, not library code:
-it prints its table.
+Both throughputs use every core TensorFlow sees, one after the other. Run from the repository root.
+A script, not library code: it prints its table.
 """
 
 from __future__ import annotations
@@ -32,11 +32,9 @@ import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from edge_derm.data.synth import CLASSES, render
+from edge_derm.provenance import machine
 
 NUM_CLASSES = len(CLASSES)
-
-
-from edge_derm.provenance import machine  # noqa: E402
 
 
 def make_jpegs(root: Path, per_class: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -71,22 +69,10 @@ def pipeline_throughput(paths, labels, size: int, batches: int, warmup: int = 5)
 
 
 def build_mobilenet_v2(size: int):
-    """The contract's classifier when the registry exists, else the same architecture by hand."""
-    try:
-        from edge_derm.models import build_classifier
+    """The contract's classifier (``models.build_classifier``): MobileNetV2 alpha 1.0, random weights."""
+    from edge_derm.models import build_classifier
 
-        return build_classifier("mobilenet_v2", NUM_CLASSES, image_size=size, alpha=1.0, weights="none")
-    except (ImportError, AttributeError):
-        pass
-    import tf_keras as keras
-
-    inp = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
-    base = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=1.0, input_tensor=x)
-    x = keras.layers.Conv2D(NUM_CLASSES, 1, name="head_conv")(base.output)
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    out = keras.layers.Softmax(name="head_softmax")(x)
-    return keras.Model(inp, out, name="mobilenet_v2")
+    return build_classifier("mobilenet_v2", NUM_CLASSES, image_size=size, alpha=1.0, weights="none")
 
 
 def train_step_throughput(size: int, steps: int, warmup: int = 2) -> float:

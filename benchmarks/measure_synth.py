@@ -1,6 +1,6 @@
 """Measure: how hard the synthetic dataset is for a small plain CNN.
 
-    .venv/bin/python -m benchmarks.measure_synth [--per-class 130] [--train 100] [--size 64]
+    python -m benchmarks.measure_synth [--per-class 130] [--train 100] [--size 64]
         [--epochs 30] [--seed 0] [--json out.json]
 
 Generates ``per_class`` images of each of the 13 dermai13 classes with
@@ -9,7 +9,8 @@ the rest for testing, trains a small plain tf_keras CNN (4 conv blocks, GAP, sof
 augmentation) and reports test accuracy and macro F1 against chance (1/13). The generator's goal:
 far above chance, well below 100 %. Also reports the generator's speed.
 
-A script, not library code: it prints its table.
+Scored with the project's evaluator (``edge_derm.evaluation.compute_metrics``). Run from the repository
+root. A script, not library code: it prints its table.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from edge_derm.data.images import load_for_model
 from edge_derm.data.synth import CLASSES, generate_dataset
+from edge_derm.evaluation.metrics import compute_metrics
 
 
 def small_cnn(size: int, num_classes: int):
@@ -75,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
     import tf_keras as keras
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     tf.keras.utils.set_random_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="edge derm synth ") as tmp:
@@ -93,17 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     hist = model.fit(x["train"], y["train"], epochs=args.epochs, batch_size=32, shuffle=True, verbose=2,
                      validation_data=(x["test"], y["test"]))
     train_s = time.perf_counter() - t0
-    pred = model.predict(x["test"], batch_size=128, verbose=0).argmax(1)
-    train_pred = model.predict(x["train"], batch_size=128, verbose=0).argmax(1)
-    cm = confusion_matrix(y["test"], pred, labels=range(n_cls))
-    per_class_recall = {cls: float(cm[i, i] / max(1, cm[i].sum())) for i, cls in enumerate(CLASSES)}
+    test = compute_metrics(y["test"], model.predict(x["test"], batch_size=128, verbose=0), CLASSES)
+    train = compute_metrics(y["train"], model.predict(x["train"], batch_size=128, verbose=0), CLASSES)
+    cm = test["confusion"]
+    # every class has test images (per_class > train), so each sensitivity is defined
+    per_class_recall = {cls: test["per_class"][cls]["sensitivity"] for cls in CLASSES}
     res = {
         "images_generated": args.per_class * n_cls, "size": args.size,
         "generator_images_per_min": args.per_class * n_cls / gen_s * 60, "generator_workers": args.workers,
         "train_images": int(len(y["train"])), "test_images": int(len(y["test"])), "epochs": args.epochs,
-        "train_accuracy": float(accuracy_score(y["train"], train_pred)),
-        "test_accuracy": float(accuracy_score(y["test"], pred)),
-        "test_macro_f1": float(f1_score(y["test"], pred, average="macro")),
+        "train_accuracy": train["accuracy"],
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
         "chance": 1 / n_cls, "train_seconds": train_s,
         "val_accuracy_per_epoch": [round(v, 3) for v in hist.history["val_accuracy"]],
         "test_recall_per_class": per_class_recall,

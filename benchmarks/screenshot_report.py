@@ -2,7 +2,9 @@
 
 Usage::
 
-    python benchmarks/screenshot_report.py RUN_OR_DEMO/report.html [--out shot.png] [--height 4000]
+    python -m benchmarks.screenshot_report RUN_OR_DEMO/report.html [--out shot.png] [--height 4000]
+
+(from the repository root).
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) or another Chromium/Chrome on PATH.
 Chromium runs with a throw-away profile and every network-using feature off.
