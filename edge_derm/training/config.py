@@ -139,10 +139,36 @@ class TrainConfig:
     triage_target: float | None = None
 
     def __post_init__(self) -> None:
+        """Fill the options left at None (recipe, backbone defaults), then check every field.
+
+        The checks run in a fixed order, so a config with several mistakes always names the same first one.
+        """
         if isinstance(self.data, (str, bytes)) or not self.data:
             raise ConfigError("no training data: pass --data DIR (a folder made by `edge-derm data build`)")
         self.data = [str(Path(d).expanduser().resolve()) for d in self.data]
         self._apply_recipe()
+        spec = self._resolve_model()
+        _positive_int("epochs_per_block", self.epochs_per_block, "--epochs-per-block 3")
+        self._resolve_blocks(spec)
+        self._resolve_schedule()
+        self._check_batches()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.merge not in ("union", "last"):
+            raise ConfigError(f"unknown merge {self.merge!r}; use union or last")
+        if self.distribute not in DISTRIBUTE:
+            raise ConfigError(f"unknown distribution {self.distribute!r}; use one of {', '.join(DISTRIBUTE)}")
+        self._check_recipe_fields()
+        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+            raise ConfigError(f"bootstrap must be a non-negative integer, got {self.bootstrap!r}")
+        if (isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int)
+                or self.bn_recalibration < 0):
+            raise ConfigError("bn_recalibration must be a non-negative number of images (0 = off, e.g. 256), "
+                              f"got {self.bn_recalibration!r}")
+
+    def _resolve_model(self):
+        """The backbone's spec; fills alpha and image_size from it, normalises weights, checks resize_mode
+        and that the ImageNet weights exist for this alpha and size. Returns the spec."""
         from edge_derm.models import get_spec
         from edge_derm.models.registry import resolve_alpha, resolve_size
 
@@ -160,7 +186,10 @@ class TrainConfig:
             from edge_derm.models.registry import check_imagenet
 
             check_imagenet(spec, self.alpha, self.image_size)
-        _positive_int("epochs_per_block", self.epochs_per_block, "--epochs-per-block 3")
+        return spec
+
+    def _resolve_blocks(self, spec) -> None:
+        """``blocks``: None -> the paper's count for the backbone, ``"all"`` -> every backbone block."""
         n_backbone = len(spec.blocks) - 1
         if self.blocks is None:
             self.blocks = spec.paper_blocks
@@ -171,6 +200,9 @@ class TrainConfig:
         if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or not 0 <= self.blocks <= n_backbone:
             raise ConfigError(f"blocks must be an integer from 0 to {n_backbone} for {self.backbone} "
                               f"(blocks: {', '.join(spec.block_names[1:])}), got {self.blocks!r}")
+
+    def _resolve_schedule(self) -> None:
+        """Check ``unfreeze``; learning rates left at None get the schedule's defaults (DEFAULT_LR)."""
         if self.unfreeze not in SCHEDULES:
             raise ConfigError(f"unknown unfreeze schedule {self.unfreeze!r}; use blockwise (the paper's) or full "
                               "(every layer from the start, for weights none)")
@@ -180,6 +212,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number, e.g. 1e-4, got {value!r}")
+
+    def _check_batches(self) -> None:
+        """Batch size options, label smoothing and dropout."""
         _positive_int("batch_multiple", self.batch_multiple, "--batch-multiple 1")
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size, "--batch-size 32")
@@ -187,21 +222,9 @@ class TrainConfig:
             _positive_int("steps_per_epoch", self.steps_per_epoch, "--steps-per-epoch 50")
         _number("label_smoothing", self.label_smoothing, 0.0, 1.0, "0.1", high_open=True)
         _number("dropout", self.dropout, 0.0, 1.0, "0.2", high_open=True)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.merge not in ("union", "last"):
-            raise ConfigError(f"unknown merge {self.merge!r}; use union or last")
-        if self.distribute not in DISTRIBUTE:
-            raise ConfigError(f"unknown distribution {self.distribute!r}; use one of {', '.join(DISTRIBUTE)}")
-        self._check_recipe_fields()
-        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
-            raise ConfigError(f"bootstrap must be a non-negative integer, got {self.bootstrap!r}")
-        if (isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int)
-                or self.bn_recalibration < 0):
-            raise ConfigError("bn_recalibration must be a non-negative number of images (0 = off, e.g. 256), "
-                              f"got {self.bn_recalibration!r}")
 
     def _apply_recipe(self) -> None:
+        """Fill every recipe field left at None from the recipe (or the defaults a recipe file leaves out)."""
         preset = load_recipe(self.recipe)
         unfreeze = self.unfreeze if self.unfreeze is not None else preset.get("unfreeze", "blockwise")
         for name in RECIPE_FIELDS:
@@ -215,6 +238,7 @@ class TrainConfig:
                 setattr(self, name, _DEFAULTS[name])
 
     def _check_recipe_fields(self) -> None:
+        """Check the fields a recipe sets (schedule shape, augmentation, selection, calibration)."""
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use {' or '.join(LR_SCHEDULES)}")
         _number("warmup_epochs", self.warmup_epochs, 0.0, None, "0.5")

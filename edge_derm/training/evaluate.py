@@ -51,7 +51,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     from edge_derm.evaluation import write_evaluation
     from edge_derm.models import load_model
     from edge_derm.training.data import _triage
-    from edge_derm.training.trainer import predict, score_with_calibration
+    from edge_derm.training.scoring import predict, score_with_calibration
 
     run = Path(run)
     cfg = read_run(run)

@@ -183,7 +183,7 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
 
     out = Path(out)
     if not resume:
-        from edge_derm.training.trainer import train_inputs
+        from edge_derm.training.runfolder import train_inputs
 
         check_not_input(out, [i for stage in plan.stages for i in train_inputs(stage.config)])
     plan_path = out / "plan.json"
@@ -282,7 +282,7 @@ def forgetting_matrix(out: Path, plan: Plan) -> dict[str, Any]:
     from edge_derm.evaluation import compute_metrics
     from edge_derm.models import copy_weights, load_model
     from edge_derm.training.data import load_data
-    from edge_derm.training.trainer import predict
+    from edge_derm.training.scoring import predict
 
     n = len(plan.stages)
     names = [s.name for s in plan.stages]
@@ -343,7 +343,7 @@ def _finalise(out: Path, plan: Plan, results: list[dict[str, Any]], forgetting: 
         for row in res["history"]:
             rows.append({**row, "stage": stage.name})
             with_val = with_val or "val_loss" in row
-    from edge_derm.training.trainer import write_history
+    from edge_derm.training.runfolder import write_history
 
     write_history(out / "history.csv", rows, with_val, extra=("stage",))
     write_json(out / "forgetting.json", forgetting)
