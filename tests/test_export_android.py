@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -157,6 +158,17 @@ def test_bad_arguments(cv_converted, android_app, tmp_path):
 
 
 @slow
+def test_an_input_the_swap_would_replace_is_refused(cv_converted, cv_dataset, android_app):
+    """Samples taken from the app's own test assets (or a convert folder inside its assets) would be deleted
+    by the swap, --force or not: refused before anything is written."""
+    export.export_android(cv_converted, android_app, samples=cv_dataset, per_class=1)
+    before = _snapshot(android_app)
+    with pytest.raises(ConfigError, match="which is or holds the input"):
+        export.export_android(cv_converted, android_app, samples=_tests(android_app) / "samples", force=True)
+    assert _snapshot(android_app) == before
+
+
+@slow
 def test_cli(cv_converted, cv_dataset, android_app, capsys):
     args = ["export", "android", str(cv_converted), "--app", str(android_app), "--samples", str(cv_dataset),
             "--per-class", "1"]
@@ -204,6 +216,26 @@ def test_cli_export_into_a_folder_that_is_not_the_app(where, tmp_path, capsys):
         assert "com.example.other" in err[0]
     assert _snapshot(tmp_path) == before, "export wrote into a folder that is not the app"
     assert not list(tmp_path.rglob(".export-*")) and not list(tmp_path.rglob("assets"))
+
+
+def test_variant_preference_is_the_preset_table():
+    """The default variant order covers exactly the quantisation modes, smallest model first."""
+    from edge_derm.converters.presets import MODES
+
+    assert sorted(export.VARIANT_PREFERENCE) == sorted(MODES)
+    assert export.VARIANT_PREFERENCE == ("int8", "qat", "dynamic", "fp16", "fp32")
+
+
+def test_inputs_inside_the_targets_are_refused(android_app, tmp_path):
+    from edge_derm.export import _check_inputs_kept
+
+    convert_in_assets = android_app / export.MAIN_ASSETS
+    samples_in_tests = android_app / export.TEST_ASSETS / "samples" / "MM"
+    for item in (convert_in_assets, samples_in_tests):
+        item.mkdir(parents=True, exist_ok=True)
+        with pytest.raises(ConfigError, match="which is or holds the input"):
+            _check_inputs_kept(android_app, [item])
+    _check_inputs_kept(android_app, [tmp_path / "elsewhere", None])  # inputs outside the targets: fine
 
 
 def test_check_app_accepts_the_real_project_and_the_fixture(android_app):
@@ -256,7 +288,7 @@ def test_swap_in_is_all_or_nothing(tmp_path, monkeypatch, fail_at):
     _tree(staged, {"model.tflite": "new model", "model.json": "{\"new\": 1}", "labels.txt": "x\n",
                    "samples/b.png": "new b", "expected.json": "new expected"})
     before = _snapshot(app)
-    real_replace, calls = export.os.replace, []
+    real_replace, calls = os.replace, []
 
     def flaky(src, dst):
         calls.append(Path(dst))
@@ -264,12 +296,12 @@ def test_swap_in_is_all_or_nothing(tmp_path, monkeypatch, fail_at):
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(export.os, "replace", flaky)
+    monkeypatch.setattr(os, "replace", flaky)
     moves = [(staged / n, app / "assets" / n) for n in ("model.tflite", "model.json", "labels.txt")]
     moves += [(staged / "samples", app / "test/samples"), (staged / "expected.json", app / "test/expected.json")]
     with pytest.raises(OSError, match="No space"):
         export.swap_in(moves, [], tmp_path / "backup")
-    monkeypatch.setattr(export.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     assert _snapshot(app) == before
     # The failure hit a backup (the first 4 renames) or an install into the app (the last 5).
     assert (calls[fail_at - 1].parent == tmp_path / "backup") == (fail_at <= 4)

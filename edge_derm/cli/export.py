@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from edge_derm.converters.presets import PRESETS
+from edge_derm.converters.presets import MODES
 
-# One table drives the choices: the quantisation presets.
-Variant = Enum("Variant", {name: name for name in PRESETS}, type=str)
+# One table drives the choices: the quantisation presets (their names, MODES).
+Variant = Enum("Variant", {name: name for name in MODES}, type=str)
 
 export_app = typer.Typer(help="Put a converted model into an app.", no_args_is_help=True)
 
