@@ -40,7 +40,8 @@ def demo(tmp_path):
 def make_fake_demo(root: Path) -> Path:
     """Write hand-made dataset / run / convert / benchmark folders (per ARCHITECTURE.md) under ``root``."""
     ds = root / "data set"
-    _w(ds / "dataset.json", {"kind": "dataset", "format_version": 1, "source": "synthetic", "taxonomy": "dermai13",
+    _w(ds / "dataset.json", {"kind": "dataset", "format_version": 1, "root": str(ds / "images"), "source": "synthetic",
+                             "taxonomy": "dermai13",
                              "classes": CLASSES, "hash": "dshash01",
                              "counts": {"SebKer": {"train": 10, "test": 3}, "Nev": {"train": 8, "test": 2},
                                         "MM": {"train": 4, "test": 1}},
@@ -67,7 +68,7 @@ def make_fake_demo(root: Path) -> Path:
                        "verification": {"top1_agreement": agree, "max_abs_diff": 0.02, "mean_abs_diff": 0.001,
                                         "n": 64, "passed": passed},
                        "provenance": {"run": str(run), "config_hash": "cfghash42", "versions": {"numpy": "2.1"}}}
-    _w(conv / "model.json", {"kind": "convert", "run": str(run), "variants": variants})
+    _w(conv / "model.json", {"kind": "convert", "format_version": 1, "run": str(run), "variants": variants})
     # rows as edge_derm.benchmarks.harness writes them (metrics = compute_metrics, deltas = compare_metrics)
     m32, m8 = _metrics([0, 0, 1, 1, 2, 2]), _metrics([0, 1, 1, 1, 2, 0])
     rows = []
@@ -76,13 +77,14 @@ def make_fake_demo(root: Path) -> Path:
                      "quantization": q, "device": "cpu", "threads": 1, "status": "ok", "reason": None,
                      "size_mb": size, "latency_median_ms": lat, "latency_p90_ms": lat + 1, "peak_memory_mb": 30.0,
                      "metrics": m, "reference": "model.fp32.tflite", "deltas": compare_metrics(m, m32),
-                     "disagreement": 0.0 if q == "fp32" else 0.5})
+                     "disagreement": 0.0 if q == "fp32" else 0.5, "gate_passed": q == "fp32"})
     rows.append({**rows[1], "threads": 2, "latency_median_ms": 3.0})
     rows.append({"model": "broken.tflite", "path": str(root / "broken.tflite"), "quantization": "unknown",
                  "device": "cpu", "threads": 1, "status": "failed to load", "reason": "truncated file",
-                 "size_mb": 0.0, "metrics": None, "reference": None, "deltas": None, "disagreement": None})
+                 "size_mb": 0.0, "metrics": None, "reference": None, "deltas": None, "disagreement": None,
+                 "gate_passed": False})
     _w(root / "bench" / "results.json", {
-        "kind": "benchmark", "format_version": 1, "rows": rows,
+        "kind": "benchmark", "format_version": 2, "rows": rows,
         "config": {"device": "cpu", "threads": [1, 2], "warmup": 3, "runs": 20, "gates": {"macro_f1": 2.0}},
         "devices": [{"device": "cpu", "cores": 2}], "versions": {"ai-edge-litert": "1.2"},
         "gates": {"passed": False, "failures": [
@@ -128,7 +130,7 @@ def test_report_leads_with_the_summary(demo):
     header = next(line for line in summary.splitlines() if line.startswith("| variant"))
     for col in ("size MB", "latency ms", "macro F1 %", "agreement w/ ref %", "verified", "gates"):
         assert col in header, header
-    assert "model.int8.tflite" in summary and "FAIL (1)" in summary and "| ref |" in summary
+    assert "model.int8.tflite" in summary and "| FAIL | FAIL |" in summary and "| ref |" in summary
     assert "summary_latency_f1.png" in summary
 
 
@@ -157,7 +159,7 @@ def test_demo_report_has_every_section(demo):
     fp32 = next(line for line in lines if line.startswith("| fp32 | cpu | 1 |"))
     assert "| 4.00 | 12.50 | 13.50 | 30.00 | 66.67 | 65.56 | 67.78 | ref | ref | pass | pass |" in fp32
     int8 = next(line for line in lines if line.startswith("| int8 | cpu | 1 |"))
-    assert "| 1.00 | 4.25 |" in int8 and "| -38.89 | 50.00 | FAIL | FAIL (1) |" in int8
+    assert "| 1.00 | 4.25 |" in int8 and "| -38.89 | 50.00 | FAIL | FAIL |" in int8
     assert "| broken.tflite | cpu | 1 | failed to load |" in md and "truncated file" in md and "Gate failures:" in md
     # per-class deltas, once per model: int8 SebKer F1 = 2*1/(3+2) = 0.4 vs 0.8 -> -40 pp
     f1_delta = md.split("Per-class F1 change")[1]
@@ -201,20 +203,29 @@ def test_convert_only(demo):
 
 
 def test_benchmark_rows_without_deltas_use_fp32_row(demo):
-    """Flat rows (no ``metrics``/``deltas``): deltas are computed against the fp32 row beside them."""
+    """Rows the harness found no reference for (no ``deltas``): the report takes their deltas against the
+    fp32 row beside them; the gate column is each row's ``gate_passed``."""
     info = json.loads((demo / "bench" / "results.json").read_text())
-    flat = []
+    rows = []
     for r in info["rows"][:2]:
-        m = r["metrics"]
-        flat.append({"model": r["model"], "quantization": r["quantization"], "device": "cpu", "threads": 1,
-                     "status": "ok", "size_bytes": r["size_mb"] * 1e6, "median_ms": r["latency_median_ms"],
-                     "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], "per_class": m["per_class"],
+        rows.append({**r, "reference": None, "deltas": None, "disagreement": None,
                      "gate_passed": r["quantization"] == "fp32"})
-    (demo / "bench" / "results.json").write_text(json.dumps({"kind": "benchmark", "rows": flat}))
+    (demo / "bench" / "results.json").write_text(json.dumps({"kind": "benchmark", "format_version": 2,
+                                                             "rows": rows, "config": {"gates": {"macro_f1": 2.0}}}))
     md = build_report(demo / "bench").markdown
     int8 = next(line for line in md.splitlines() if line.startswith("| int8 | cpu | 1 |"))
     assert "| -38.89 |" in int8 and int8.rstrip().endswith("| FAIL |")
     assert "| int8 | -40.00 | -10.00 | -66.67 |" in md.split("Per-class F1 change")[1]
+
+
+def test_benchmark_results_of_another_format_are_refused(demo):
+    info = json.loads((demo / "bench" / "results.json").read_text())
+    (demo / "bench" / "results.json").write_text(json.dumps({**info, "format_version": 3}))
+    with pytest.raises(DataError, match="format 3 is newer than this edge-derm reads"):
+        build_report(demo / "bench")
+    (demo / "bench" / "results.json").write_text(json.dumps({k: v for k, v in info.items() if k != "format_version"}))
+    with pytest.raises(DataError, match="no valid format_version"):
+        build_report(demo / "bench")
 
 
 def test_not_a_report_folder(tmp_path):
