@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
@@ -80,69 +80,82 @@ def _interrupted(out: Path) -> Interrupted:
     return Interrupted(f"interrupted before the first step finished; nothing was kept in {out}")
 
 
-def train(
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
-    data: Optional[List[Path]] = typer.Option(None, "--data", "-d",
-                                              help="Dataset folder (repeat to merge; the last one is evaluated)."),
-    plan: Optional[str] = typer.Option(None, "--plan", help="Sequential plan: o, o-blockwise, x, a, b, c or a .toml file."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="recommended (default), paper, or a .toml file "
-                                                                "(edge-derm recipes); other options override it."),
-    sets: Optional[List[str]] = typer.Option(None, "--set", help="Plan parameter KEY=DIR (repeat), e.g. target=DIR."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", "-b", help="Backbone (edge-derm models list)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="MobileNetV2 width multiplier."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (default 300)."),
-    resize_mode: Optional[ResizeMode] = typer.Option(None, "--resize-mode", help="nearest (paper) or pad."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, none, or a weights file."),
-    epochs_per_block: Optional[int] = typer.Option(None, "--epochs-per-block", "-e", help="Epochs per step (3)."),
-    blocks: Optional[str] = typer.Option(None, "--blocks", help="Backbone blocks to unfreeze, or 'all'."),
-    unfreeze: Optional[Unfreeze] = typer.Option(
-        None, "--unfreeze", help="blockwise (the paper's: head, then one more block per step) or full (every "
-                                 "layer from epoch 1, lr 1e-3: the from-scratch recipe for --weights none)."),
-    batch_multiple: Optional[int] = typer.Option(None, "--batch-multiple", help="Images per class per batch (recipe: 4; paper 1)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Explicit batch size."),
-    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Batches per epoch."),
-    lr_head: Optional[float] = typer.Option(None, "--lr-head", help="Head learning rate (recipe: 1e-3; paper 1e-4; full: 1e-3)."),
-    lr_backbone: Optional[float] = typer.Option(None, "--lr-backbone",
-                                                help="Backbone learning rate (recipe: 1e-4; paper 1e-5; full: 1e-3)."),
-    lr_sched: Optional[LrSchedule] = typer.Option(None, "--lr-schedule", help="constant or cosine (with warm-up)."),
-    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Warm-up epochs of each step."),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing."),
-    dropout: Optional[float] = typer.Option(None, "--dropout", help="Head dropout (0)."),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Training augmentation (on)."),
-    brightness: Optional[str] = typer.Option(None, "--brightness", help="Brightness factor range LOW,HIGH "
-                                                                        "(paper 0.2,0.8; recommended 0.8,1.2)."),
-    bn_momentum: Optional[float] = typer.Option(None, "--bn-momentum",
-                                                help="BatchNorm momentum while a block trains (0 = keep)."),
-    bn_recalibration: Optional[int] = typer.Option(None, "--bn-recalibration",
-                                                   help="Training images that re-estimate BatchNorm after each "
-                                                        "epoch (0 = off)."),
-    select_best: Optional[bool] = typer.Option(None, "--select-best/--last-epoch",
-                                               help="Keep the epoch with the best validation macro F1."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction",
-                                                 help="Grouped validation split carved from train when the data "
-                                                      "has none (0 = none)."),
-    calibrate: Optional[bool] = typer.Option(None, "--calibrate/--no-calibrate",
-                                             help="Fit temperature + triage threshold on the val split."),
-    prevalence: Optional[Prevalence] = typer.Option(None, "--prevalence",
-                                                    help="balanced, dataset (restore the training frequencies in "
-                                                         "the calibrated probabilities) or fit (partly, as "
-                                                         "validation macro F1 prefers)."),
-    triage_target: Optional[float] = typer.Option(None, "--triage-target",
-                                                  help="Target sensitivity of the referral group (0.9)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (0)."),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
-                                                 help="Deterministic ops, so --resume reproduces the run (on)."),
-    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples for intervals (0)."),
-    distribute: Optional[Distribute] = typer.Option(None, "--distribute", help="none, mirrored or multiworker "
-                                                                             "(TF_CONFIG describes the cluster)."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --distribute multiworker: start this "
-                                                                          "many local workers (loopback TF_CONFIG; a "
-                                                                          "try-out on one machine)."),
-    worker_timeout: Optional[float] = typer.Option(None, "--worker-timeout", min=1,
-                                                   help="multiworker: seconds to wait for every worker to join (300)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue after the last completed step."),
-    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
-) -> None:
+# The options of `edge-derm train`, one line each in its signature (None = not given: the recipe decides).
+_Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")]
+_Data = Annotated[Optional[List[Path]], typer.Option(
+    "--data", "-d", help="Dataset folder (repeat to merge; the last one is evaluated).")]
+_Plan = Annotated[Optional[str], typer.Option("--plan", help="Sequential plan: o, o-blockwise, x, a, b, c or a .toml file.")]
+_Recipe = Annotated[Optional[str], typer.Option("--recipe", help="recommended (default), paper, or a .toml file "
+                                                                 "(edge-derm recipes); other options override it.")]
+_Sets = Annotated[Optional[List[str]], typer.Option("--set", help="Plan parameter KEY=DIR (repeat), e.g. target=DIR.")]
+_Backbone = Annotated[Optional[str], typer.Option("--backbone", "-b", help="Backbone (edge-derm models list).")]
+_Alpha = Annotated[Optional[float], typer.Option("--alpha", help="MobileNetV2 width multiplier.")]
+_ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Input size in pixels (default 300).")]
+_Resize = Annotated[Optional[ResizeMode], typer.Option("--resize-mode", help="nearest (paper) or pad.")]
+_Weights = Annotated[Optional[str], typer.Option("--weights", help="imagenet, none, or a weights file.")]
+_Epochs = Annotated[Optional[int], typer.Option("--epochs-per-block", "-e", help="Epochs per step (3).")]
+_Blocks = Annotated[Optional[str], typer.Option("--blocks", help="Backbone blocks to unfreeze, or 'all'.")]
+_Unfreeze = Annotated[Optional[Unfreeze], typer.Option(
+    "--unfreeze", help="blockwise (the paper's: head, then one more block per step) or full (every "
+                       "layer from epoch 1, lr 1e-3: the from-scratch recipe for --weights none).")]
+_BatchMultiple = Annotated[Optional[int], typer.Option("--batch-multiple",
+                                                       help="Images per class per batch (recipe: 4; paper 1).")]
+_BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Explicit batch size.")]
+_Steps = Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Batches per epoch.")]
+_LrHead = Annotated[Optional[float], typer.Option("--lr-head",
+                                                  help="Head learning rate (recipe: 1e-3; paper 1e-4; full: 1e-3).")]
+_LrBackbone = Annotated[Optional[float], typer.Option(
+    "--lr-backbone", help="Backbone learning rate (recipe: 1e-4; paper 1e-5; full: 1e-3).")]
+_LrSchedule = Annotated[Optional[LrSchedule], typer.Option("--lr-schedule", help="constant or cosine (with warm-up).")]
+_Warmup = Annotated[Optional[float], typer.Option("--warmup-epochs", help="Warm-up epochs of each step.")]
+_Smoothing = Annotated[Optional[float], typer.Option("--label-smoothing", help="Label smoothing.")]
+_Dropout = Annotated[Optional[float], typer.Option("--dropout", help="Head dropout (0).")]
+_Augment = Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Training augmentation (on).")]
+_Brightness = Annotated[Optional[str], typer.Option("--brightness", help="Brightness factor range LOW,HIGH "
+                                                                         "(paper 0.2,0.8; recommended 0.8,1.2).")]
+_BnMomentum = Annotated[Optional[float], typer.Option("--bn-momentum",
+                                                      help="BatchNorm momentum while a block trains (0 = keep).")]
+_BnRecal = Annotated[Optional[int], typer.Option(
+    "--bn-recalibration", help="Training images that re-estimate BatchNorm after each epoch (0 = off).")]
+_SelectBest = Annotated[Optional[bool], typer.Option("--select-best/--last-epoch",
+                                                     help="Keep the epoch with the best validation macro F1.")]
+_ValFraction = Annotated[Optional[float], typer.Option(
+    "--val-fraction", help="Grouped validation split carved from train when the data has none (0 = none).")]
+_Calibrate = Annotated[Optional[bool], typer.Option("--calibrate/--no-calibrate",
+                                                    help="Fit temperature + triage threshold on the val split.")]
+_Prevalence = Annotated[Optional[Prevalence], typer.Option(
+    "--prevalence", help="balanced, dataset (restore the training frequencies in the calibrated probabilities) "
+                         "or fit (partly, as validation macro F1 prefers).")]
+_TriageTarget = Annotated[Optional[float], typer.Option("--triage-target",
+                                                        help="Target sensitivity of the referral group (0.9).")]
+_Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed (0).")]
+_Deterministic = Annotated[Optional[bool], typer.Option(
+    "--deterministic/--no-deterministic", help="Deterministic ops, so --resume reproduces the run (on).")]
+_Bootstrap = Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0).")]
+_Distribute = Annotated[Optional[Distribute], typer.Option(
+    "--distribute", help="none, mirrored or multiworker (TF_CONFIG describes the cluster).")]
+_Workers = Annotated[Optional[int], typer.Option(
+    "--workers", min=1, help="With --distribute multiworker: start this many local workers (loopback TF_CONFIG; "
+                             "a try-out on one machine).")]
+_WorkerTimeout = Annotated[Optional[float], typer.Option(
+    "--worker-timeout", min=1, help="multiworker: seconds to wait for every worker to join (300).")]
+_Resume = Annotated[bool, typer.Option("--resume", help="Continue after the last completed step.")]
+_Force = Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")]
+
+
+def train(out: _Out, data: _Data = None, plan: _Plan = None, recipe: _Recipe = None, sets: _Sets = None,
+          backbone: _Backbone = None, alpha: _Alpha = None, image_size: _ImageSize = None,
+          resize_mode: _Resize = None, weights: _Weights = None, epochs_per_block: _Epochs = None,
+          blocks: _Blocks = None, unfreeze: _Unfreeze = None, batch_multiple: _BatchMultiple = None,
+          batch_size: _BatchSize = None, steps_per_epoch: _Steps = None, lr_head: _LrHead = None,
+          lr_backbone: _LrBackbone = None, lr_sched: _LrSchedule = None, warmup_epochs: _Warmup = None,
+          label_smoothing: _Smoothing = None, dropout: _Dropout = None, augment: _Augment = None,
+          brightness: _Brightness = None, bn_momentum: _BnMomentum = None, bn_recalibration: _BnRecal = None,
+          select_best: _SelectBest = None, val_fraction: _ValFraction = None, calibrate: _Calibrate = None,
+          prevalence: _Prevalence = None, triage_target: _TriageTarget = None, seed: _Seed = None,
+          deterministic: _Deterministic = None, bootstrap: _Bootstrap = None, distribute: _Distribute = None,
+          workers: _Workers = None, worker_timeout: _WorkerTimeout = None, resume: _Resume = False,
+          force: _Force = False) -> None:
     """Train a classifier block by block (or a sequential --plan) into a run folder."""
     opts = _options(recipe=recipe, backbone=backbone, alpha=alpha, image_size=image_size, resize_mode=resize_mode,
                     weights=weights, epochs_per_block=epochs_per_block, blocks=_blocks(blocks), unfreeze=unfreeze,
@@ -158,33 +171,47 @@ def train(
     if workers is not None:
         _check_workers(workers, opts, plan)
     if plan is not None:
-        if data:
-            raise typer.BadParameter("a plan names its own datasets; pass them with --set KEY=DIR", param_hint="--data")
-        from edge_derm.training.sequential import load_plan, run_plan
-
-        loaded = load_plan(plan, _parse_sets(sets), opts)
-        _check_plan_distribute(opts, loaded)
-        try:
-            result = run_plan(loaded, out, resume=resume, force=force)
-        except KeyboardInterrupt:
-            raise _interrupted(out) from None
+        result = _train_plan(plan, opts, data, sets, out, resume=resume, force=force)
     else:
-        if sets:
-            raise typer.BadParameter("--set only applies to --plan", param_hint="--set")
-        if not data:
-            raise typer.BadParameter("give a dataset folder (--data DIR) or a plan (--plan NAME)", param_hint="--data")
-        from edge_derm.training.config import TrainConfig
-        from edge_derm.training.trainer import train as train_run
+        result = _train_one(opts, data, sets, out, workers, resume=resume, force=force, worker_timeout=worker_timeout)
+    if result is not None:
+        _summary(result)
 
-        config = TrainConfig(data=[str(d) for d in data], **opts)
-        if workers is not None:
-            _launch(config, out, workers, resume=resume, force=force, worker_timeout=worker_timeout)
-            return
-        try:
-            result = train_run(config, out, resume=resume, force=force, worker_timeout=worker_timeout)
-        except KeyboardInterrupt:
-            raise _interrupted(out) from None
-    _summary(result)
+
+def _train_plan(plan: str, opts: dict[str, Any], data: Optional[List[Path]], sets: Optional[List[str]], out: Path, *,
+                resume: bool, force: bool) -> dict[str, Any]:
+    """`train --plan`: load the plan with its --set values and train every stage."""
+    if data:
+        raise typer.BadParameter("a plan names its own datasets; pass them with --set KEY=DIR", param_hint="--data")
+    from edge_derm.training.sequential import load_plan, run_plan
+
+    loaded = load_plan(plan, _parse_sets(sets), opts)
+    _check_plan_distribute(opts, loaded)
+    try:
+        return run_plan(loaded, out, resume=resume, force=force)
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
+
+
+def _train_one(opts: dict[str, Any], data: Optional[List[Path]], sets: Optional[List[str]], out: Path,
+               workers: Optional[int], *, resume: bool, force: bool,
+               worker_timeout: Optional[float]) -> Optional[dict[str, Any]]:
+    """`train --data`: one run, in this process or as ``workers`` local workers (then None: they report)."""
+    if sets:
+        raise typer.BadParameter("--set only applies to --plan", param_hint="--set")
+    if not data:
+        raise typer.BadParameter("give a dataset folder (--data DIR) or a plan (--plan NAME)", param_hint="--data")
+    from edge_derm.training.config import TrainConfig
+    from edge_derm.training.trainer import train as train_run
+
+    config = TrainConfig(data=[str(d) for d in data], **opts)
+    if workers is not None:
+        _launch(config, out, workers, resume=resume, force=force, worker_timeout=worker_timeout)
+        return None
+    try:
+        return train_run(config, out, resume=resume, force=force, worker_timeout=worker_timeout)
+    except KeyboardInterrupt:
+        raise _interrupted(out) from None
 
 
 def _check_plan_distribute(opts: dict[str, Any], plan: Any = None) -> None:

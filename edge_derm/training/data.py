@@ -49,24 +49,7 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
     for m in (manifests[-1:] if merge == "last" else manifests):
         classes += [c for c in m.classes if c not in classes]
     index = {c: i for i, c in enumerate(classes)}
-
-    def split(m: Manifest, name: str) -> tuple[list[str], np.ndarray]:
-        paths, labels = m.arrays(name)
-        remap = np.array([index.get(c, -1) for c in m.classes], dtype=np.int64)
-        mapped = remap[labels] if len(labels) else labels
-        keep = mapped >= 0
-        return [p for p, k in zip(paths, keep) if k], mapped[keep]
-
-    def concat(name: str) -> tuple[list[str], np.ndarray]:
-        paths: list[str] = []
-        labels: list[np.ndarray] = []
-        for m in manifests:
-            p, y = split(m, name)
-            paths += p
-            labels.append(y)
-        return paths, np.concatenate(labels) if labels else np.zeros(0, np.int64)
-
-    train = concat("train")
+    train = _concat(manifests, "train", index)
     train_groups: list[str] = []
     for i, m in enumerate(manifests):
         train_groups += [f"{i}:{r.group}" for r in m.subset("train") if index.get(r.label, -1) >= 0]
@@ -76,22 +59,15 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
         if empty:
             raise DataError(f"class(es) {', '.join(empty)} have no training images in {', '.join(dirs)}; "
                             "add images or rebuild the dataset without them")
-    val = concat("val")
-    test = split(manifests[-1], "test")
+    val = _concat(manifests, "val", index)
+    test = _split(manifests[-1], "test", index)
     taxonomy = manifests[-1].info.get("taxonomy")
-    # Each dataset carries its taxonomy's triage and descriptions (dataset.json): a custom taxonomy file
-    # keeps them although no taxonomy of that name ships; older datasets fall back to the name.
-    own_triage: dict[str, str] = {}
-    descriptions: dict[str, str] = {}
-    for m in manifests:
-        own_triage.update({str(k): str(v) for k, v in (m.info.get("triage") or {}).items() if v != "unknown"})
-        descriptions.update({str(k): str(v) for k, v in (m.info.get("descriptions") or {}).items()})
-    triage = {c: own_triage.get(c, "unknown") for c in classes}
+    triage, descriptions = _triage_and_descriptions(manifests, classes)
     return TrainingData(
         classes=classes,
         taxonomy=taxonomy,
         triage=triage if any(g != "unknown" for g in triage.values()) else _triage(taxonomy, classes),
-        descriptions={c: descriptions[c] for c in classes if c in descriptions},
+        descriptions=descriptions,
         datasets=[{"dir": str(Path(m.dir).resolve()), "hash": m.hash} for m in manifests],
         train=train,
         val=val if len(val[0]) else None,
@@ -99,6 +75,41 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
         train_groups=train_groups,
         val_source="dataset" if len(val[0]) else None,
     )
+
+
+def _split(m: Manifest, name: str, index: dict[str, int]) -> tuple[list[str], np.ndarray]:
+    """A split of one dataset with its labels renumbered to ``index`` (images of other classes left out)."""
+    paths, labels = m.arrays(name)
+    remap = np.array([index.get(c, -1) for c in m.classes], dtype=np.int64)
+    mapped = remap[labels] if len(labels) else labels
+    keep = mapped >= 0
+    return [p for p, k in zip(paths, keep) if k], mapped[keep]
+
+
+def _concat(manifests: list[Manifest], name: str, index: dict[str, int]) -> tuple[list[str], np.ndarray]:
+    """The split ``name`` of every dataset, one after another (see :func:`_split`)."""
+    paths: list[str] = []
+    labels: list[np.ndarray] = []
+    for m in manifests:
+        p, y = _split(m, name, index)
+        paths += p
+        labels.append(y)
+    return paths, np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+
+def _triage_and_descriptions(manifests: list[Manifest], classes: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The triage group of each class (``unknown`` when no dataset names one) and the class descriptions.
+
+    Each dataset carries its taxonomy's triage and descriptions (dataset.json): a custom taxonomy file keeps
+    them although no taxonomy of that name ships; older datasets fall back to the name (:func:`_triage`).
+    """
+    own_triage: dict[str, str] = {}
+    descriptions: dict[str, str] = {}
+    for m in manifests:
+        own_triage.update({str(k): str(v) for k, v in (m.info.get("triage") or {}).items() if v != "unknown"})
+        descriptions.update({str(k): str(v) for k, v in (m.info.get("descriptions") or {}).items()})
+    return ({c: own_triage.get(c, "unknown") for c in classes},
+            {c: descriptions[c] for c in classes if c in descriptions})
 
 
 def carve_validation(data: TrainingData, fraction: float, seed: int) -> list[str]:
@@ -131,6 +142,7 @@ def carve_validation(data: TrainingData, fraction: float, seed: int) -> list[str
 
 
 def _triage(taxonomy: str | None, classes: list[str]) -> dict[str, str] | None:
+    """The triage groups of ``classes`` in the shipped taxonomy ``taxonomy``; None when it names none."""
     if not taxonomy:
         return None
     try:

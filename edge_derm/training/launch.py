@@ -138,26 +138,10 @@ def run_local_workers(command: Sequence[str], n: int, *, grace: float = 30.0, st
         failed: list[int] = []  # worker indices in the order their failure was seen
         try:
             for i, tf_config in enumerate(configs):
-                env = {**os.environ, "TF_CONFIG": tf_config}
-                if i == 0:
-                    procs.append(subprocess.Popen(list(command), env=env, stdin=subprocess.DEVNULL,
-                                                  start_new_session=True))
-                else:
-                    with open(log_paths[i], "wb") as log:
-                        procs.append(subprocess.Popen(list(command), env=env, stdin=subprocess.DEVNULL,
-                                                      stdout=subprocess.DEVNULL, stderr=log, start_new_session=True))
+                procs.append(_start_worker(command, tf_config, None if i == 0 else log_paths[i]))
             _log.info("started %d local workers", n)
-            failed_at: float | None = None
             try:
-                while any(p.poll() is None for p in procs):
-                    for i, p in enumerate(procs):
-                        if p.poll() not in (None, 0) and i not in failed:
-                            failed.append(i)
-                    if failed and failed_at is None:
-                        failed_at = time.monotonic()
-                    if 0 in failed or (failed_at is not None and time.monotonic() - failed_at > grace):
-                        break
-                    time.sleep(0.2)
+                _wait(procs, failed, grace)
             except KeyboardInterrupt:
                 _stop(procs, signal.SIGINT, grace)
                 raise
@@ -165,25 +149,58 @@ def run_local_workers(command: Sequence[str], n: int, *, grace: float = 30.0, st
             _stop(procs, signal.SIGTERM, stop_wait)
         codes = [p.returncode for p in procs]
         failed += [i for i, c in enumerate(codes) if c != 0 and i not in failed]
-        if not failed:
-            return LocalRun(0, codes=codes)
-        first = failed[0]
+        return _outcome(codes, failed, log_paths)
 
-        def describe(i: int) -> str:
-            who = "worker 0 (the chief)" if i == 0 else f"worker {i}"
-            c = codes[i]
-            if c < 0:
-                return f"{who} was killed by {_signal_name(c)}"
-            text = _last_error(log_paths[i]) if i else None
-            return f"{who} failed (exit {c})" + (f": {text}" if text else "")
 
-        chief = codes[0]
-        if chief > 0:  # the chief printed its own error line
-            return LocalRun(chief, first_failure=describe(first) if first != 0 else None, codes=codes)
-        if chief < 0:
-            extra = f" after {describe(first)}" if first != 0 else ""
-            return LocalRun(1, f"{describe(0)}{extra}; the other workers were stopped", codes=codes)
-        return LocalRun(1, describe(first), codes=codes)
+def _start_worker(command: Sequence[str], tf_config: str, log_path: Path | None) -> subprocess.Popen:
+    """Start one worker in its own session; the chief (``log_path`` None) keeps this process's output,
+    the others write their stderr to ``log_path``."""
+    env = {**os.environ, "TF_CONFIG": tf_config}
+    if log_path is None:
+        return subprocess.Popen(list(command), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(list(command), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=log, start_new_session=True)
+
+
+def _wait(procs: list[subprocess.Popen], failed: list[int], grace: float) -> None:
+    """Wait until every worker has ended, the chief has failed, or ``grace`` seconds after the first failure.
+
+    ``failed`` gets the index of each worker seen failing, in order.
+    """
+    failed_at: float | None = None
+    while any(p.poll() is None for p in procs):
+        for i, p in enumerate(procs):
+            if p.poll() not in (None, 0) and i not in failed:
+                failed.append(i)
+        if failed and failed_at is None:
+            failed_at = time.monotonic()
+        if 0 in failed or (failed_at is not None and time.monotonic() - failed_at > grace):
+            break
+        time.sleep(0.2)
+
+
+def _outcome(codes: list[int], failed: list[int], log_paths: list[Path]) -> LocalRun:
+    """How the run ended, from the workers' exit codes and the order their failures were seen."""
+    if not failed:
+        return LocalRun(0, codes=codes)
+    first = failed[0]
+
+    def describe(i: int) -> str:
+        who = "worker 0 (the chief)" if i == 0 else f"worker {i}"
+        c = codes[i]
+        if c < 0:
+            return f"{who} was killed by {_signal_name(c)}"
+        text = _last_error(log_paths[i]) if i else None
+        return f"{who} failed (exit {c})" + (f": {text}" if text else "")
+
+    chief = codes[0]
+    if chief > 0:  # the chief printed its own error line
+        return LocalRun(chief, first_failure=describe(first) if first != 0 else None, codes=codes)
+    if chief < 0:
+        extra = f" after {describe(first)}" if first != 0 else ""
+        return LocalRun(1, f"{describe(0)}{extra}; the other workers were stopped", codes=codes)
+    return LocalRun(1, describe(first), codes=codes)
 
 
 def _stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM, wait: float = 10.0) -> None:

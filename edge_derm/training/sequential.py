@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edge_derm.artefacts import RunConfig
 from edge_derm.errors import ConfigError, OutputExistsError
 from edge_derm.fsutil import atomic_write_text, check_not_input, read_config_text, read_json, write_json
 from edge_derm.training.config import TrainConfig, config_diff
@@ -92,14 +93,7 @@ def load_plan(name_or_path: str | os.PathLike, params: dict[str, str] | None = N
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
     params = dict(params or {})
-    declared = [str(p) for p in raw.get("params", [])]
-    missing = [p for p in declared if p not in params]
-    if missing:
-        raise ConfigError(f"plan {where} needs " + " ".join(f"--set {p}=DIR" for p in missing))
-    extra = sorted(set(params) - set(declared))
-    if extra:
-        raise ConfigError(f"plan {where} has no parameter(s) {', '.join(extra)}; "
-                          f"its parameters: {', '.join(declared) or 'none'}")
+    _check_params([str(p) for p in raw.get("params", [])], params, where)
     train_keys = {f.name for f in fields(TrainConfig)} - {"data"}
     base = dict(raw.get("train", {}))
     bad = sorted(set(base) - train_keys)
@@ -112,29 +106,8 @@ def load_plan(name_or_path: str | os.PathLike, params: dict[str, str] | None = N
     raw_stages = raw.get("stages") or []
     if not raw_stages:
         raise ConfigError(f"{where}: no [[stages]]; a plan needs at least one stage")
-    stages = []
-    for i, st in enumerate(raw_stages):
-        name = str(st.get("name", f"stage{i}"))
-        bad = sorted(set(st) - _STAGE_KEYS - train_keys)
-        if bad:
-            raise ConfigError(f"{where}: stage {name}: unknown key(s) {', '.join(bad)}; "
-                              f"known: {', '.join(sorted(_STAGE_KEYS | train_keys))}")
-        if i > 0 and "weights" in st:
-            raise ConfigError(f"{where}: stage {name} sets weights, but stages after the first start from the "
-                              "previous stage's model; remove it")
-        data = st.get("data")
-        if isinstance(data, str):
-            data = [data]
-        if not data:
-            raise ConfigError(f"{where}: stage {name} has no data; add data = [\"{{target}}\"]")
-        dirs = [_fill(str(d), params, where) for d in data]
-        absent = [d for d in dirs if not Path(d).is_dir()]
-        if absent:
-            raise ConfigError(f"plan {where}, stage {name}: dataset folder(s) not found: {', '.join(absent)}")
-        opts = {**base, **{k: v for k, v in st.items() if k in train_keys}, **overrides}
-        if i > 0:
-            opts["weights"] = "none"  # replaced by the previous stage's model at run time
-        stages.append(Stage(name=name, config=TrainConfig(data=dirs, **opts), taxonomy=st.get("taxonomy")))
+    stages = [_load_stage(i, st, where, params, base, overrides, train_keys)
+              for i, st in enumerate(raw_stages)]
     backbones = {(s.config.backbone, s.config.alpha) for s in stages}
     if len(backbones) > 1:
         raise ConfigError(f"{where}: stages use different backbones {sorted(map(str, backbones))}; "
@@ -144,6 +117,44 @@ def load_plan(name_or_path: str | os.PathLike, params: dict[str, str] | None = N
         raise ConfigError(f"{where}: stage names must be unique, got {names}")
     return Plan(name=str(raw.get("name", Path(where).stem)), description=str(raw.get("description", "")),
                 stages=stages, source=where, params=params)
+
+
+def _check_params(declared: list[str], params: dict[str, str], where: str) -> None:
+    """Every parameter the plan declares is given, and no other."""
+    missing = [p for p in declared if p not in params]
+    if missing:
+        raise ConfigError(f"plan {where} needs " + " ".join(f"--set {p}=DIR" for p in missing))
+    extra = sorted(set(params) - set(declared))
+    if extra:
+        raise ConfigError(f"plan {where} has no parameter(s) {', '.join(extra)}; "
+                          f"its parameters: {', '.join(declared) or 'none'}")
+
+
+def _load_stage(i: int, st: dict[str, Any], where: str, params: dict[str, str], base: dict[str, Any],
+                overrides: dict[str, Any], train_keys: set[str]) -> Stage:
+    """Stage ``i`` of a plan: its data with the parameters filled in, and its TrainConfig (``base``, the
+    plan's [train], then the stage's own options, then the command line's ``overrides``)."""
+    name = str(st.get("name", f"stage{i}"))
+    bad = sorted(set(st) - _STAGE_KEYS - train_keys)
+    if bad:
+        raise ConfigError(f"{where}: stage {name}: unknown key(s) {', '.join(bad)}; "
+                          f"known: {', '.join(sorted(_STAGE_KEYS | train_keys))}")
+    if i > 0 and "weights" in st:
+        raise ConfigError(f"{where}: stage {name} sets weights, but stages after the first start from the "
+                          "previous stage's model; remove it")
+    data = st.get("data")
+    if isinstance(data, str):
+        data = [data]
+    if not data:
+        raise ConfigError(f"{where}: stage {name} has no data; add data = [\"{{target}}\"]")
+    dirs = [_fill(str(d), params, where) for d in data]
+    absent = [d for d in dirs if not Path(d).is_dir()]
+    if absent:
+        raise ConfigError(f"plan {where}, stage {name}: dataset folder(s) not found: {', '.join(absent)}")
+    opts = {**base, **{k: v for k, v in st.items() if k in train_keys}, **overrides}
+    if i > 0:
+        opts["weights"] = "none"  # replaced by the previous stage's model at run time
+    return Stage(name=name, config=TrainConfig(data=dirs, **opts), taxonomy=st.get("taxonomy"))
 
 
 def _read(name: str) -> tuple[str, str]:
@@ -179,12 +190,11 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
         ``{"out", "metrics", "forgetting", "params", "stages": [train results]}``.
     """
     from edge_derm.provenance import hash_json
+    from edge_derm.training.runfolder import train_inputs
     from edge_derm.training.trainer import train
 
     out = Path(out)
     if not resume:
-        from edge_derm.training.runfolder import train_inputs
-
         check_not_input(out, [i for stage in plan.stages for i in train_inputs(stage.config)])
     plan_path = out / "plan.json"
     plan_dict = plan.to_dict()
@@ -192,20 +202,7 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
     if resume and force:
         raise ConfigError("--resume and --force contradict each other; pass one")
     if resume:
-        if not plan_path.is_file():
-            raise ConfigError(f"nothing to resume in {out} (no plan.json); start it without --resume")
-        try:
-            old = read_json(plan_path)
-        except (ValueError, OSError):
-            old = None
-        if not isinstance(old, dict):
-            raise ConfigError(f"cannot resume {out}: plan.json is damaged; start again with --force")
-        if old.get("hash") != plan_hash:
-            diffs = []
-            for a, b in zip(old.get("stages", []), plan_dict["stages"]):
-                diffs += [f"{b['name']}.{d}" for d in config_diff(a.get("train", {}), b["train"])]
-            raise ConfigError(f"--resume with a different plan than {out} ({'; '.join(diffs) or 'stages changed'}); "
-                              "use the same plan and --set values, or --force to start again")
+        _check_resume(out, plan_dict, plan_hash)
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
             raise OutputExistsError(f"{out} already exists; pass --resume to continue it or --force to replace it")
@@ -222,20 +219,44 @@ def run_plan(plan: Plan, out: str | os.PathLike, *, resume: bool = False, force:
         results = _train_stages(plan, out, resume=resume, train=train)
     except BaseException:
         if fresh and not _anything_trained(out):  # nothing to resume: leave nothing that blocks the rerun
-            if existed:  # the user's own empty folder stays, empty
-                for child in out.iterdir():
-                    if child.is_dir() and not child.is_symlink():
-                        shutil.rmtree(child, ignore_errors=True)
-                    else:
-                        child.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(out, ignore_errors=True)
+            _clear(out, keep_folder=existed)
         raise
     forgetting = forgetting_matrix(out, plan)
     _finalise(out, plan, results, forgetting)
     final = results[-1]
     return {"out": out, "metrics": final["metrics"], "forgetting": forgetting, "params": final["params"],
             "stages": results}
+
+
+def _check_resume(out: Path, plan_dict: dict[str, Any], plan_hash: str) -> None:
+    """ConfigError unless ``out`` holds a plan.json of this very plan (same stages, same options)."""
+    plan_path = out / "plan.json"
+    if not plan_path.is_file():
+        raise ConfigError(f"nothing to resume in {out} (no plan.json); start it without --resume")
+    try:
+        old = read_json(plan_path)
+    except (ValueError, OSError):
+        old = None
+    if not isinstance(old, dict):
+        raise ConfigError(f"cannot resume {out}: plan.json is damaged; start again with --force")
+    if old.get("hash") != plan_hash:
+        diffs = []
+        for a, b in zip(old.get("stages", []), plan_dict["stages"]):
+            diffs += [f"{b['name']}.{d}" for d in config_diff(a.get("train", {}), b["train"])]
+        raise ConfigError(f"--resume with a different plan than {out} ({'; '.join(diffs) or 'stages changed'}); "
+                          "use the same plan and --set values, or --force to start again")
+
+
+def _clear(out: Path, *, keep_folder: bool) -> None:
+    """Remove what a failed new plan wrote in ``out``; the user's own (empty) folder stays, empty."""
+    if not keep_folder:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _anything_trained(out: Path) -> bool:
@@ -328,15 +349,15 @@ def _finalise(out: Path, plan: Plan, results: list[dict[str, Any]], forgetting: 
     tmp = out / ".model.keras.tmp"
     shutil.copyfile(last / "model.keras", tmp)
     os.replace(tmp, out / "model.keras")
-    cfg = read_json(last / "config.json")
+    cfg = RunConfig.read(last)
     data = []
     for i, stage in enumerate(plan.stages):
-        for d in read_json(stage_dir(out, i, stage) / "config.json")["data"]:
+        for d in RunConfig.read(stage_dir(out, i, stage)).data:
             data.append({**d, "stage": stage.name})
-    cfg["data"] = data  # the last entry is the final stage's (evaluation) dataset
-    cfg["plan"] = {"name": plan.name, "source": plan.source, "params": plan.params,
-                   "stages": [s.name for s in plan.stages]}
-    write_json(out / "config.json", cfg)
+    cfg.data = data  # the last entry is the final stage's (evaluation) dataset
+    cfg.extra["plan"] = {"name": plan.name, "source": plan.source, "params": plan.params,
+                         "stages": [s.name for s in plan.stages]}
+    cfg.write(out / RunConfig.FILENAME)
     rows = []
     with_val = False
     for stage, res in zip(plan.stages, results):
@@ -350,7 +371,7 @@ def _finalise(out: Path, plan: Plan, results: list[dict[str, Any]], forgetting: 
     metrics = results[-1]["metrics"]
     if metrics is not None:
         metrics = {**metrics, "forgetting": forgetting}
-        write_evaluation(out, metrics, title=f"plan {plan.name}: {cfg['backbone']} ({' -> '.join(forgetting['stages'])})")
+        write_evaluation(out, metrics, title=f"plan {plan.name}: {cfg.backbone} ({' -> '.join(forgetting['stages'])})")
         report = (out / "report.md").read_text(encoding="utf-8")
         atomic_write_text(out / "report.md", report + "\n" + forgetting_markdown(forgetting))
     else:
