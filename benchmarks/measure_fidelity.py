@@ -106,7 +106,7 @@ def watch_counts(fid: dict) -> dict:
 def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: int) -> tuple[list[dict], dict]:
     """Fidelity against fp32 on every image, macro F1 on the test split, interleaved latency."""
     from edge_derm.converters.verify import fidelity
-    from edge_derm.evaluation.metrics import compute_metrics
+    from edge_derm.evaluation.metrics import compare_metrics, compute_metrics
     from edge_derm.runtime import TFLiteModel
 
     sample, is_test, classes, triage = all_images(run, data)
@@ -133,7 +133,7 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
             "method": name, "file": str(path), "size_kib": round(path.stat().st_size / 1024, 1),
             "n": fid["n"], "top1_agreement": fid["top1_agreement"], "flips": fid["flips"], "watch": watch_counts(fid),
             "mean_abs_diff": fid["mean_abs_diff"], "kl_mean": fid["kl_mean"],
-            "macro_f1_test": met["macro_f1"], "delta_macro_f1_pp": round(100 * (met["macro_f1"] - ref_metrics["macro_f1"]), 2),
+            "macro_f1_test": met["macro_f1"], "delta_macro_f1_pp": round(100 * compare_metrics(met, ref_metrics)["macro_f1"], 2),
             "accuracy_test": met["accuracy"], "latency_ms": round(ms, 3), "latency_vs_fp32": round(ms / median_ms["fp32"], 3),
             "input_dtype": models[name].input_details["dtype"].__name__,
             "float_ops": sorted(set(models[name].info.float_ops())),
@@ -153,7 +153,7 @@ def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> di
     and macro F1 on the test split (QAT's file, its control in Keras, and the fp32 run it started from)."""
     from benchmarks.measure_quantization import float_control
     from edge_derm.converters.verify import fidelity
-    from edge_derm.evaluation.metrics import compute_metrics
+    from edge_derm.evaluation.metrics import compare_metrics, compute_metrics
     from edge_derm.runtime import TFLiteModel
 
     sample, is_test, classes, triage = all_images(run, data)
@@ -163,12 +163,12 @@ def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> di
     p_qat = TFLiteModel(qat_file, num_threads=2, check_hash=False).predict(sample.images)
     fid = fidelity(p_control, p_qat, classes, WATCH)
     y = sample.labels
-    f1 = {name: compute_metrics(y[is_test], p[is_test], classes, triage=triage)["macro_f1"]
-          for name, p in (("control", p_control), ("qat", p_qat))}
+    met = {name: compute_metrics(y[is_test], p[is_test], classes, triage=triage)
+           for name, p in (("control", p_control), ("qat", p_qat))}
     return {"epochs": epochs, "control_training": summary, "top1_agreement": fid["top1_agreement"],
             "flips": fid["flips"], "watch": watch_counts(fid),
-            "macro_f1_control": f1["control"], "macro_f1_qat": f1["qat"],
-            "delta_macro_f1_pp": round(100 * (f1["qat"] - f1["control"]), 2)}
+            "macro_f1_control": met["control"]["macro_f1"], "macro_f1_qat": met["qat"]["macro_f1"],
+            "delta_macro_f1_pp": round(100 * compare_metrics(met["qat"], met["control"])["macro_f1"], 2)}
 
 
 def latency_sweep(sizes: list[int], out: Path, rounds: int, runs: int, widths: tuple[float, ...] = (0.35,)) -> list[dict]:
