@@ -74,7 +74,7 @@ def _warn_shared_cores(bench: AndroidBenchmark, threads: list[int]) -> None:
     big = bin(int(bench.cpu_mask, 16)).count("1") if bench.cpu_mask else None
     for t in threads:
         if big is not None and t > big:
-            bench._warn(f"{t} threads on {bench.serial} exceed the {big} CPUs of mask {bench.cpu_mask}; "
+            bench.warn(f"{t} threads on {bench.serial} exceed the {big} CPUs of mask {bench.cpu_mask}; "
                         "they will share cores")
 
 

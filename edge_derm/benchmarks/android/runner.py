@@ -123,7 +123,7 @@ class AndroidBenchmark:
             raise DeviceError(f"{binary.name} is built for {built_for[0]} but {self.serial} runs "
                               f"{', '.join(device_abis)}; use the benchmark build for {device_abis[0]}")
         if bits == 32 and any(a in ABI_64 for a in device_abis):
-            self._warn(f"{binary.name} is a 32-bit {built_for[0]} build but {self.serial} is a 64-bit phone "
+            self.warn(f"{binary.name} is a 32-bit {built_for[0]} build but {self.serial} is a 64-bit phone "
                        f"({device_abis[0]}): its timings are not those of a 64-bit app; use the "
                        f"{device_abis[0]} build")
         self.info.update(binary_abi=built_for[0], binary_bits=bits)
@@ -161,7 +161,7 @@ class AndroidBenchmark:
         detected, how = (by_help, "--help") if by_help else (by_file, "strings in the binary")
         if self.tool is not None:  # --benchmark-tool given
             if detected and detected != self.tool:
-                self._warn(f"--benchmark-tool {self.tool} overrides what {how} says ({detected}) for {binary.name}")
+                self.warn(f"--benchmark-tool {self.tool} overrides what {how} says ({detected}) for {binary.name}")
             self.info["tool_detected_by"] = "--benchmark-tool"
             return
         if detected is None:
@@ -183,13 +183,14 @@ class AndroidBenchmark:
             self.cpu_mask = big_core_mask(values) if values else None
             if not values:
                 source = "unknown"
-                self._warn(f"cannot read CPU capacities on {self.serial}; running without a CPU mask "
+                self.warn(f"cannot read CPU capacities on {self.serial}; running without a CPU mask "
                            "(give one with --cpu-mask)")
             else:
                 source = name if self.cpu_mask else f"{name} (all alike)"
         self.info["cpu_mask_source"] = source
 
-    def _warn(self, msg: str) -> None:
+    def warn(self, msg: str) -> None:
+        """Log ``msg`` and keep it in the phone's record (its ``warnings`` in the results)."""
         _log.warning("%s", msg)
         self.warnings.append(msg)
 
@@ -233,7 +234,7 @@ class AndroidBenchmark:
             # litert/tools/benchmark_litert_model.h DefaultParams(): use_cpu defaults to true, and
             # use_cpu together with require_full_delegation aborts (benchmark_litert_model.cc:109-114)
             if self._help and "num_threads" not in self._help and not any("--num_threads" in w for w in self.warnings):
-                self._warn("benchmark_litert_model's --help does not list --num_threads: older builds ignore it "
+                self.warn("benchmark_litert_model's --help does not list --num_threads: older builds ignore it "
                            "and run with their default thread count whatever --threads says; use a newer build "
                            "to trust the thread counts of the rows")
             if o.backend == "cpu":
@@ -256,7 +257,7 @@ class AndroidBenchmark:
         if o.max_thermal is not None:
             if level is None:
                 if "no thermal status" not in " ".join(self.warnings):
-                    self._warn(f"{self.serial} reports no thermal status ('dumpsys thermalservice'); "
+                    self.warn(f"{self.serial} reports no thermal status ('dumpsys thermalservice'); "
                                "--max-thermal cannot wait for it")
             else:
                 while level > o.max_thermal and self._clock() - start < o.cool_down_timeout_s + o.cool_down_s:
@@ -264,7 +265,7 @@ class AndroidBenchmark:
                     self._sleep(max(0.0, min(o.poll_s, left)))
                     level = self.adb.thermal_level(self.serial)
                     if level is None:  # dumpsys stopped saying: nothing left to wait for
-                        self._warn(f"{self.serial} reported no thermal status ('dumpsys thermalservice') while "
+                        self.warn(f"{self.serial} reported no thermal status ('dumpsys thermalservice') while "
                                    "cooling down; the row runs without waiting further")
                         break
                 too_hot = level is not None and level > o.max_thermal
