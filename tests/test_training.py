@@ -256,3 +256,40 @@ def test_from_scratch_recipe_learns_where_the_blockwise_schedule_does_not(synth_
 def test_image_size_out_of_range_is_a_config_error(tr_datasets, size, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(data=[str(tr_datasets["val"])], backbone="tiny", weights="none", image_size=size)
+
+
+def test_run_config_round_trips_and_a_newer_format_is_refused(tr_datasets, tmp_path, capsys):
+    """config.json is an artefacts.RunConfig: a real run's file reads back as one and writes back unchanged;
+    a config.json of a newer format_version is refused by --resume (library and CLI) and by read_run,
+    each with one line."""
+    from edge_derm.artefacts import RunConfig
+    from edge_derm.cli import main
+    from edge_derm.errors import ModelError
+    from edge_derm.training.evaluate import read_run
+
+    data = str(tr_datasets["plain"])
+    cfg = TrainConfig(data=[data], **{**FAST, "blocks": 0, "val_fraction": 0.0})
+    out = tmp_path / "round trip"
+    train(cfg, out, evaluate=False)
+    doc = json.loads((out / "config.json").read_text())
+    rc = RunConfig.read(out)
+    assert rc.classes == ["MM", "Nev", "BCC"] and rc.image_size == 24 and rc.backbone == "tiny"
+    assert rc.get("params") > 0 and rc.get("selected")["by"] == "last epoch"
+    assert RunConfig.from_json(doc).to_json() == doc
+    assert read_run(out).to_json() == doc
+
+    newer = {**doc, "format_version": RunConfig.FORMAT_VERSION + 1}
+    (out / "config.json").write_text(json.dumps(newer))
+    with pytest.raises(ConfigError, match="newer than this edge-derm reads") as err:
+        train(cfg, out, resume=True, evaluate=False)
+    assert "\n" not in str(err.value) and "cannot resume" in str(err.value)
+    with pytest.raises(ModelError, match="upgrade edge-derm") as err:
+        read_run(out)
+    assert "\n" not in str(err.value)
+    capsys.readouterr()
+    args = ["--backbone", "tiny", "--image-size", "24", "--weights", "none", "-e", "1", "--steps-per-epoch", "2",
+            "--blocks", "0", "--lr-head", "0.01", "--lr-backbone", "0.001", "--val-fraction", "0"]
+    assert main(["-q", "train", "--data", data, "--out", str(out), "--resume", *args]) == 1
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot resume") and "newer" in lines[0], lines
+    assert json.loads((out / "config.json").read_text()) == newer  # a refused resume writes nothing
