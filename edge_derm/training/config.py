@@ -51,8 +51,9 @@ class TrainConfig:
     Attributes:
         data: Dataset folders (manifest + dataset.json); their train splits are concatenated,
             and the last one's test split is the evaluation set.
-        recipe: The preset that fills every option left at None: ``recommended`` (the default, measured
-            best on real images) or ``paper`` (the literal method); ``edge-derm recipes`` lists them.
+        recipe: The preset that fills every option left at None: ``recommended`` (the default; its
+            comparison with ``paper`` is in benchmarks/results/recipes.md) or ``paper`` (the literal
+            method); ``edge-derm recipes`` lists them.
         backbone: Registry name (``edge-derm models list``).
         alpha: Width multiplier (MobileNetV2 only; None = the backbone's default).
         image_size: Square input size in pixels (None = the backbone's default, 300).
