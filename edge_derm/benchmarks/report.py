@@ -1,6 +1,8 @@
-"""Benchmark output: results.csv, results.json, plots, and the rows of the on-screen table.
+"""Benchmark output: results.csv, results.json (an ``artefacts.BenchmarkResults``), plots, and the rows of the
+on-screen table and the domain-shift view.
 
-Everything here is rendered from the rows; nothing is measured.
+Everything here is rendered from the rows; nothing is measured. Numbers are written by
+:mod:`edge_derm.reporting.format` (the one set of formatting rules, shared with ``edge-derm report``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 
 from edge_derm import provenance
 from edge_derm.artefacts import OK, BenchmarkResults, BenchmarkRow
-from edge_derm.benchmarks.harness import BenchmarkResult
+from edge_derm.benchmarks.harness import QUANTIZATIONS, BenchmarkResult
 from edge_derm.errors import DataError
 from edge_derm.fsutil import atomic_write_text, staged_dir
+from edge_derm.reporting import format as fmt
 
 _log = logging.getLogger(__name__)
 
@@ -134,29 +137,10 @@ def _points(delta: float | None) -> float | None:
 
 
 def _bars(path: Path, rows: list[dict[str, Any]], classes: list[str], value, title: str, ylabel: str) -> None:
-    import matplotlib
+    """One bar per row (model) in each class's group (``value(row, class)``), written to ``path``."""
+    from edge_derm.evaluation.plots import plot_class_bars
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(1, len(rows))
-    width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(classes) + 2), 4.5))
-    try:
-        for i, r in enumerate(rows):
-            vals = [value(r, c) for c in classes]
-            xs = [k + (i - (n - 1) / 2) * width for k in range(len(classes))]
-            ax.bar(xs, [0.0 if v is None else v for v in vals], width, label=r["model"], color=f"C{i % 10}")
-        ax.set_xticks(range(len(classes)))
-        ax.set_xticklabels(classes, rotation=30, ha="right")
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_title(title)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
+    plot_class_bars([(r["model"], [value(r, c) for c in classes]) for r in rows], classes, path, title, ylabel)
 
 
 # -- table -----------------------------------------------------------------------------------
@@ -193,10 +177,8 @@ DOMAIN_COLUMNS = ("model", "data", "n", "F1", "bal", "sens MM", "sens BCC", "ECE
 def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
     """Cells of the side-by-side view: for each model, one line per dataset (data 1 = the first --data); the
     model is named on every line, so that piped output can be filtered with grep."""
-    def pct(v: Any) -> str:
-        return "" if v is None else f"{100 * v:.1f}"
-
-    from edge_derm.benchmarks.harness import QUANTIZATIONS
+    def pct(v: Any) -> str:  # blank, not a dash: the terminal table and its TSV leave empty cells empty
+        return fmt.pct(v, 1, none="")
 
     quant = {name: m.get("quantization") for d in domains for name, m in d["models"].items()}
     order = {q: i for i, q in enumerate(QUANTIZATIONS)}  # fp32 first, then the quantised variants
@@ -217,12 +199,10 @@ def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     """The on-screen table's cells, rendered from the rows (failure reasons go to :func:`failure_notes`)."""
-    def num(v: Any, fmt: str) -> str:
-        return "" if v is None else format(v, fmt)
+    def num(v: Any, spec: str) -> str:
+        return "" if v is None else format(v, spec)
 
-    def ms(v: Any) -> str:  # 3 significant digits from tiny test models to 3-second phones
-        return "" if v is None else f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
-
+    ms = fmt.ms  # 3 significant digits from tiny test models to 3-second phones; blank when not timed
     out = []
     for r in rows:
         m, d = r.get("metrics") or {}, r.get("deltas") or {}

@@ -206,3 +206,29 @@ def plot_latency_f1(points: Sequence[Mapping[str, Any]], path: Path | None, titl
         ax.legend(fontsize=8)
     ax.set_title(title or "latency vs macro F1 (marker area ~ model size)")
     return _save(fig, path)
+
+
+def plot_class_bars(series: Sequence[tuple[str, Sequence[float | None]]], classes: Sequence[str], path: Path | None,
+                    title: str, ylabel: str) -> bytes:
+    """Grouped bars: one group per class, one bar per (label, values) series (a missing value draws as 0).
+
+    Used for per-class F1 per variant and per-class sensitivity changes against the reference.
+
+    Returns:
+        The PNG bytes.
+    """
+    plt = _pyplot()
+    n = max(1, len(series))
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(classes) + 2), 4.5))
+    for i, (label, vals) in enumerate(series):
+        xs = [k + (i - (n - 1) / 2) * width for k in range(len(classes))]
+        ax.bar(xs, [0.0 if v is None else v for v in vals], width, label=label, color=f"C{i % 10}")
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=30, ha="right")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
