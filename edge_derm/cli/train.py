@@ -84,7 +84,8 @@ def _interrupted(out: Path) -> Interrupted:
 _Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")]
 _Data = Annotated[Optional[List[Path]], typer.Option(
     "--data", "-d", help="Dataset folder (repeat to merge; the last one is evaluated).")]
-_Plan = Annotated[Optional[str], typer.Option("--plan", help="Sequential plan: o, o-blockwise, x, a, b, c or a .toml file.")]
+_Plan = Annotated[Optional[str], typer.Option("--plan",
+                                              help="Sequential plan: o, o-blockwise, x, a, b, c or a .toml file.")]
 _Recipe = Annotated[Optional[str], typer.Option("--recipe", help="recommended (default), paper, or a .toml file "
                                                                  "(edge-derm recipes); other options override it.")]
 _Sets = Annotated[Optional[List[str]], typer.Option("--set", help="Plan parameter KEY=DIR (repeat), e.g. target=DIR.")]

@@ -66,7 +66,7 @@ def load_data(dirs: list[str], *, need_train: bool = True, merge: str = "union")
     return TrainingData(
         classes=classes,
         taxonomy=taxonomy,
-        triage=triage if any(g != "unknown" for g in triage.values()) else _triage(taxonomy, classes),
+        triage=triage if any(g != "unknown" for g in triage.values()) else taxonomy_triage(taxonomy, classes),
         descriptions=descriptions,
         datasets=[{"dir": str(Path(m.dir).resolve()), "hash": m.hash} for m in manifests],
         train=train,
@@ -101,7 +101,7 @@ def _triage_and_descriptions(manifests: list[Manifest], classes: list[str]) -> t
     """The triage group of each class (``unknown`` when no dataset names one) and the class descriptions.
 
     Each dataset carries its taxonomy's triage and descriptions (dataset.json): a custom taxonomy file keeps
-    them although no taxonomy of that name ships; older datasets fall back to the name (:func:`_triage`).
+    them although no taxonomy of that name ships; older datasets fall back to the name (:func:`taxonomy_triage`).
     """
     own_triage: dict[str, str] = {}
     descriptions: dict[str, str] = {}
@@ -141,7 +141,7 @@ def carve_validation(data: TrainingData, fraction: float, seed: int) -> list[str
     return [w.replace("is not tested", "has no validation image") for w in warnings]
 
 
-def _triage(taxonomy: str | None, classes: list[str]) -> dict[str, str] | None:
+def taxonomy_triage(taxonomy: str | None, classes: list[str]) -> dict[str, str] | None:
     """The triage groups of ``classes`` in the shipped taxonomy ``taxonomy``; None when it names none."""
     if not taxonomy:
         return None

@@ -10,7 +10,7 @@ import numpy as np
 
 from edge_derm.artefacts import RunConfig
 from edge_derm.errors import DataError, ModelError
-from edge_derm.fsutil import check_output_dir, read_json, staged_dir
+from edge_derm.fsutil import check_output_dir, staged_dir
 
 
 def read_run(run: str | os.PathLike) -> RunConfig:
@@ -50,7 +50,7 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     from edge_derm.data.manifest import Manifest
     from edge_derm.evaluation import write_evaluation
     from edge_derm.models import load_model
-    from edge_derm.training.data import _triage
+    from edge_derm.training.data import taxonomy_triage
     from edge_derm.training.scoring import predict, score_with_calibration
 
     run = Path(run)
@@ -77,7 +77,8 @@ def evaluate_run(run: str | os.PathLike, data: str | os.PathLike, *, split: str 
     check_output_dir(out, force, inputs)  # before the slow part
     model = load_model(run / "model.keras")
     probs = predict(model, paths, int(cfg.image_size), cfg.get("resize_mode", "nearest"), description="evaluating")
-    metrics = score_with_calibration(y, probs, classes, cfg.get("triage") or _triage(cfg.get("taxonomy"), classes),
+    triage = cfg.get("triage") or taxonomy_triage(cfg.get("taxonomy"), classes)
+    metrics = score_with_calibration(y, probs, classes, triage,
                                      cfg.get("calibration"), bootstrap=bootstrap, seed=seed,
                                      dataset_classes=manifest.classes if manifest.classes != classes else None)
     metrics["split"] = split
