@@ -310,6 +310,7 @@ class TrainConfig:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, as saved under ``train`` in config.json."""
         return asdict(self)
 
     @classmethod

@@ -68,14 +68,17 @@ class Fit:
 
     @property
     def ckpt_dir(self) -> Path:
+        """The run's checkpoints/ folder (state.json, step_<k>.keras, the best epoch's weights)."""
         return self.out / "checkpoints"
 
     @property
     def with_val(self) -> bool:
+        """Whether the run has a validation split (the val_* columns, model selection, calibration)."""
         return self.data.val is not None
 
     @property
     def select(self) -> bool:
+        """Whether the best epoch is kept at the end (``select_best`` and a validation split to judge by)."""
         return bool(self.config.select_best and self.with_val)
 
     def find_best(self, start: int) -> None:

@@ -63,6 +63,7 @@ class Plan:
     params: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as saved in plan.json (its hash decides whether --resume may continue it)."""
         return {"name": self.name, "description": self.description, "source": self.source, "params": self.params,
                 "stages": [{"name": s.name, "taxonomy": s.taxonomy, "train": s.config.to_dict()} for s in self.stages]}
 
@@ -177,6 +178,7 @@ def _fill(text: str, params: dict[str, str], where: str) -> str:
 
 
 def stage_dir(out: Path, index: int, stage: Stage) -> Path:
+    """The run folder of stage ``index`` of a plan trained into ``out``."""
     return Path(out) / "stages" / f"{index}-{stage.name}"
 
 
