@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge_derm import cli
+from edge_derm.artefacts import RunConfig
 from edge_derm.errors import ConfigError
 from edge_derm.runtime import inspect_tflite, read_metadata
 
@@ -105,7 +106,7 @@ def test_collapse_triggers_layer_report(cv_run, cv_dataset, tmp_path):
 
     cfg = ConvertConfig(run=cv_run, modes=["int8"], out=tmp_path / "o", collapse_threshold=0.05)
     model = keras.models.load_model(cv_run / "model.keras")
-    ctx = _Context(cfg, cv_run, json.loads((cv_run / "config.json").read_text()), model, tmp_path)
+    ctx = _Context(cfg, cv_run, RunConfig.read(cv_run), model, tmp_path)
     ctx.calib = sample_images(cv_dataset, ["MM", "Nev", "BCC"], 32, "nearest", n=6)
     ctx.fid = sample_images(cv_dataset, ["MM", "Nev", "BCC"], 32, "nearest", n=None, splits=("test",))
     ctx.keras_probs = keras_predict(model, ctx.fid.images)
@@ -135,7 +136,7 @@ def test_qat_mobilenet_v2(cv_dataset, tmp_path):
     run.mkdir()
     model = build_classifier("mobilenet_v2", 3, image_size=48, alpha=0.35, weights="none")
     model.save(run / "model.keras")
-    cfg = {"kind": "run", "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 48, "resize_mode": "nearest",
+    cfg = {"kind": "run", "format_version": 1, "backbone": "mobilenet_v2", "alpha": 0.35, "image_size": 48, "resize_mode": "nearest",
            "preprocessing": "x/127.5 - 1 (inside the model)", "classes": ["MM", "Nev", "BCC"],
            "taxonomy": "native", "data": [{"dir": str(cv_dataset), "hash": Manifest.load(cv_dataset).hash}]}
     (run / "config.json").write_text(json.dumps(cfg))

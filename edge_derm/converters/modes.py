@@ -18,7 +18,7 @@ from edge_derm.errors import ConversionError
 from edge_derm.progress import task
 
 from . import debug as qdebug
-from .calibration import ImageSample
+from .calibration import ImageSample, sample_images
 from .config import ConvertConfig
 from .inputs import _pick_dataset, keras_predict, run_batch_size
 from .presets import get_preset, resolve_io
