@@ -27,6 +27,30 @@ def test_presets_table_drives_choices():
         resolve_io(get_preset("int8"), "int16")
 
 
+def test_converter_settings_come_from_the_preset_table():
+    """make_converter reads the preset's fields (no branch on a mode's name): a renamed preset with fp16's
+    settings converts as fp16 does, and the table says which presets search recipes and check collapse."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from edge_derm.converters.tflite import make_converter
+    from edge_derm.models import build_classifier
+
+    model = build_classifier("tiny", 3, image_size=32, weights="none")
+    half = make_converter(model, dataclasses.replace(get_preset("fp16"), name="half"))
+    assert half.optimizations == [tf.lite.Optimize.DEFAULT] and half.target_spec.supported_types == [tf.float16]
+    plain = make_converter(model, get_preset("fp32"))
+    assert not plain.optimizations and not plain.target_spec.supported_types
+    images = np.zeros((2, 32, 32, 3), np.float32)
+    full = make_converter(model, dataclasses.replace(get_preset("int8"), name="ptq"), "uint8", images)
+    assert full.inference_input_type == tf.uint8 and full.inference_output_type == tf.uint8
+    assert set(full.target_spec.supported_ops) == {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
+    assert [p.name for p in PRESETS.values() if p.recipes] == ["int8"]
+    assert [p.name for p in PRESETS.values() if p.collapse_check] == ["int8"]
+    assert [p.name for p in PRESETS.values() if p.training] == ["qat"]
+
+
 @pytest.mark.parametrize("mode,io,share", [("fp32", "float32", 0.0), ("fp16", "float32", 0.0),
                                            ("dynamic", "float32", 0.0), ("int8", "uint8", 1.0)])
 def test_every_mode_converts_and_verifies(cv_converted, mode, io, share):
