@@ -27,13 +27,13 @@ from edge_derm.progress import task
 from .calibration import ImageSample, sample_images
 from .config import ConvertConfig
 from .inputs import (  # noqa: F401 - public names other modules import from here
-    _pick_dataset,
     check_verify_data,
     convert_inputs,
     fidelity_sample,
     keras_predict,
     load_keras,
     load_run,
+    pick_dataset,
     run_batch_size,
 )
 from .metadata import build_metadata, embed_built_metadata
@@ -119,7 +119,7 @@ def _calibration_sample(cfg: ConvertConfig, run_cfg, warnings: list[str]) -> Ima
     if not any(get_preset(m).calibration for m in cfg.modes):
         return None
     splits = ("train", "all") if cfg.calibration is not None else ("train",)
-    calib = sample_images(_pick_dataset(cfg, run_cfg, "calibration"), list(run_cfg.classes),
+    calib = sample_images(pick_dataset(cfg, run_cfg, "calibration"), list(run_cfg.classes),
                           int(run_cfg.image_size), run_cfg.get("resize_mode", "nearest"), n=cfg.calibration_size,
                           seed=cfg.seed, splits=splits, purpose="calibration")
     if calib.missing:

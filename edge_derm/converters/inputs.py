@@ -61,7 +61,9 @@ def convert_inputs(cfg: ConvertConfig, run: Path, run_cfg: dict[str, Any]) -> li
     return inputs
 
 
-def _pick_dataset(cfg: ConvertConfig, run_cfg: dict[str, Any], purpose: str) -> Path:
+def pick_dataset(cfg: ConvertConfig, run_cfg: dict[str, Any], purpose: str) -> Path:
+    """The dataset folder for ``purpose``: verification prefers the run's own dataset, calibration and QAT
+    ``--calibration``; ConversionError (naming what to pass) when neither is there."""
     run_data = _dataset_dir(run_cfg)
     if purpose == "verification" and run_data is not None and run_data.is_dir():
         return run_data
@@ -102,7 +104,7 @@ def fidelity_sample(cfg: ConvertConfig, run_cfg: dict[str, Any]) -> ImageSample:
     if cfg.verify_data is not None:
         return sample_images(cfg.verify_data, classes, size, resize, n=cfg.verify_size, seed=cfg.seed,
                              splits=("all",), purpose="verification", compact=True)
-    data = _pick_dataset(cfg, run_cfg, "verification")
+    data = pick_dataset(cfg, run_cfg, "verification")
     sample = sample_images(data, classes, size, resize, n=cfg.verify_size, seed=cfg.seed,
                            splits=("val+test", "all"), purpose="verification", compact=True)
     if sample.split == "all":

@@ -20,7 +20,7 @@ from edge_derm.progress import task
 from . import debug as qdebug
 from .calibration import ImageSample, sample_images
 from .config import ConvertConfig
-from .inputs import _pick_dataset, keras_predict, run_batch_size
+from .inputs import keras_predict, pick_dataset, run_batch_size
 from .presets import get_preset, resolve_io
 from .verify import fidelity, fidelity_failures
 
@@ -77,7 +77,7 @@ class _Context:
             want = None
         else:
             return None
-        sample = sample_images(_pick_dataset(self.cfg, self.run_cfg, "calibration"), self.classes, self.size,
+        sample = sample_images(pick_dataset(self.cfg, self.run_cfg, "calibration"), self.classes, self.size,
                                self.resize, n=want, seed=self.cfg.seed, splits=(self.calib.split,),
                                purpose="calibration")
         return sample.images, len(sample.images)
@@ -85,7 +85,7 @@ class _Context:
     def _train_count(self) -> int:
         from edge_derm.data.manifest import Manifest
 
-        m = Manifest.load(_pick_dataset(self.cfg, self.run_cfg, "calibration"))
+        m = Manifest.load(pick_dataset(self.cfg, self.run_cfg, "calibration"))
         return len(m.records) if self.calib.split == "all" else len(m.subset(self.calib.split))
 
 
@@ -177,7 +177,7 @@ def _qat(cfg: ConvertConfig, run_cfg: dict[str, Any], model, classes: list[str],
 
     from .qat import finetune
 
-    data_dir = _pick_dataset(cfg, run_cfg, "QAT")
+    data_dir = pick_dataset(cfg, run_cfg, "QAT")
     manifest = Manifest.load(data_dir)
     paths, labels = manifest.arrays("train")
     if manifest.classes != classes:
