@@ -189,7 +189,7 @@ def check_gates(rows: list[dict[str, Any]], gates: list[Gate], classes: list[str
     check_gate_classes(gates, classes)
     failures: list[str] = []
     for row in rows:
-        # the label is how `edge-derm report` finds a row's failures (docs/ARCHITECTURE.md)
+        # the label names the row in the messages; the verdict itself is the row's gate_passed
         label = f"{row['model']} ({row['device']}, {row['threads']} threads)"
         before = len(failures)
         row["gate_passed"] = False
