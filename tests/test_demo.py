@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from edge_derm.cli import main
-from edge_derm.demo import CHANCE, QUICK_MODES, STAGES, decide_weights, find_cached_weights, host_reachable
+from edge_derm.artefacts import DemoSummary, detect
+from edge_derm.demo import CHANCE, QUICK_MODES, STAGES
+from edge_derm.models import get_spec
+from edge_derm.models.pretrained import decide_weights, find_cached_imagenet, host_reachable
 
 MOBILENET_224 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 MOBILENET_96 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
@@ -119,13 +122,33 @@ def test_demo_report_states_the_weights(demo_run):
     html = (out / "report.html").read_text()
     md = (out / "report.md").read_text()
     for text in (html, md):
-        assert "trained from scratch" in text
-        assert "demo schedule" in text and "unfreeze full" in text
+        assert "trained from scratch" in text and "unfreeze full" in text
         assert "Demo" in text and "x chance" in text  # the section from summary.json
     assert "model.int8.tflite" in md and "<img" in html
     assert "| stage | seconds |" in md and "| benchmark |" in md  # stage timings before the report stage
+    # the weights note (decision, schedule, BatchNorm re-estimation) is the demo's own record, in its summary;
+    # the run folder is training's alone
+    note = json.loads((out / "summary.json").read_text())["weights_note"]
+    assert note.startswith("tiny has no ImageNet weights: trained from scratch; demo schedule (from scratch")
+    assert "unfreeze full" in note and "full, 1 step(s) x 30 epochs" in note and "BatchNorm" in note
     cfg = json.loads((out / "run" / "config.json").read_text())
-    assert cfg["weights"] == "none" and "BatchNorm" in cfg["weights_note"]
+    assert cfg["weights"] == "none" and "weights_note" not in cfg
+
+
+def test_demo_summary_round_trips_as_an_artefact(demo_run, tmp_path):
+    """summary.json as a real demo writes it reads as a DemoSummary and writes back the same document."""
+    out, code, _ = demo_run
+    assert code == 0
+    doc = json.loads((out / "summary.json").read_text())
+    summary = DemoSummary.read(out)
+    assert summary.to_json() == doc
+    assert (summary.status, summary.out, summary.quick) == ("complete", str(out.resolve()), True)
+    assert [st["name"] for st in summary.stages] == list(STAGES) and summary.sizes["modes"] == list(QUICK_MODES)
+    assert summary.get("weights")["used"] == "none" and summary.get("weights_note")
+    assert isinstance(detect(out), DemoSummary)
+    copy = tmp_path / "summary copy.json"
+    assert DemoSummary.from_json(doc).write(copy) == copy
+    assert json.loads(copy.read_text()) == doc and DemoSummary.read(copy) == summary
 
 
 def test_demo_refuses_existing_out_without_force(tmp_path, capsys):
@@ -207,7 +230,7 @@ def test_weights_auto_uses_the_exact_cached_file(keras_home):
     (keras_home / MOBILENET_96).write_bytes(b"h5")
     d = decide_weights("auto", "mobilenet_v2", 0.35, 96)
     assert d.weights == "imagenet" and d.pretrained and "Keras cache" in d.note
-    assert find_cached_weights("mobilenet_v2", 0.35, 96) == (keras_home / MOBILENET_96, True)
+    assert find_cached_imagenet(get_spec("mobilenet_v2"), 0.35, 96) == keras_home / MOBILENET_96
 
 
 def test_weights_auto_uses_another_size_of_the_same_alpha(keras_home):
@@ -227,10 +250,10 @@ def test_weights_auto_offline_trains_from_scratch(keras_home):
 
 
 def test_weights_auto_unreachable_host_is_bounded(keras_home, monkeypatch):
-    import edge_derm.demo as demo
+    import edge_derm.models.pretrained as pretrained
 
     monkeypatch.delenv("EDGE_DERM_OFFLINE")
-    monkeypatch.setattr(demo, "WEIGHTS_HOST", ("edge-derm-weights.invalid", 443))
+    monkeypatch.setattr(pretrained, "WEIGHTS_HOST", ("edge-derm-weights.invalid", 443))
     t0 = time.perf_counter()
     d = decide_weights("auto", "mobilenet_v2", 0.35, 96, timeout=1.0)
     assert time.perf_counter() - t0 < 3.0
