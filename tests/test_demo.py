@@ -123,6 +123,7 @@ def test_demo_report_states_the_weights(demo_run):
     md = (out / "report.md").read_text()
     for text in (html, md):
         assert "trained from scratch" in text and "unfreeze full" in text
+        assert "demo schedule" in text and "BatchNorm" in text  # the demo's weights note, from summary.json
         assert "Demo" in text and "x chance" in text  # the section from summary.json
     assert "model.int8.tflite" in md and "<img" in html
     assert "| stage | seconds |" in md and "| benchmark |" in md  # stage timings before the report stage

@@ -130,7 +130,8 @@ def demo_section(doc: Doc, folder: Path) -> None:
     w, t, m, g = (s.get(k) or {} for k in ("weights", "training", "metrics", "gates"))
     keras = m.get("keras") or {}
     chance, acc = num(m.get("chance_accuracy")), num(keras.get("accuracy"))
-    pairs = [("weights", w.get("note", DASH))]
+    # the demo's full note (weights decision, schedule, BatchNorm re-estimation) is its own record
+    pairs = [("weights", s.get("weights_note") or w.get("note", DASH))]
     if t:
         recipe = ("every layer from epoch 1 (unfreeze full)" if t.get("unfreeze") == "full"
                   else f"block-wise: {' -> '.join(t.get('steps') or [])}")
