@@ -228,9 +228,12 @@ def flat_weights(model):
 def test_qat_batch_is_the_runs_training_batch(cv_run, tmp_path):
     from edge_derm.converters.convert import ConvertConfig, run_batch_size
 
-    assert run_batch_size({"classes": ["a", "b", "c"], "schedule": {"batch_multiple": 4}}) == 12
-    assert run_batch_size({"classes": ["a", "b", "c"], "schedule": {"batch_multiple": 4, "batch_size": 10}}) == 10
-    assert run_batch_size({"classes": ["a", "b"]}) == 2
+    def run(classes, **extra):
+        return RunConfig(classes=classes, image_size=32, extra=extra)
+
+    assert run_batch_size(run(["a", "b", "c"], schedule={"batch_multiple": 4})) == 12
+    assert run_batch_size(run(["a", "b", "c"], schedule={"batch_multiple": 4, "batch_size": 10})) == 10
+    assert run_batch_size(run(["a", "b"])) == 2
     with pytest.raises(ConfigError, match="--qat-batch-size"):
         ConvertConfig(run=cv_run, modes=["qat"], qat_batch_size=0)
 

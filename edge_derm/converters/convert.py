@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_derm import provenance
-from edge_derm.artefacts import ConvertResult, VariantRecord
+from edge_derm.artefacts import ConvertResult, RunConfig, VariantRecord
 from edge_derm.errors import ConversionError, DataError, ModelError
 from edge_derm.fsutil import atomic_write_bytes, atomic_write_text, check_output_dir, staged_dir
 from edge_derm.progress import task
@@ -114,7 +114,7 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
     return {**result.to_json(), "out": str(cfg.out)}
 
 
-def _calibration_sample(cfg: ConvertConfig, run_cfg, warnings: list[str]) -> ImageSample | None:
+def _calibration_sample(cfg: ConvertConfig, run_cfg: RunConfig, warnings: list[str]) -> ImageSample | None:
     """The calibration images, when a requested preset needs them (a missing class is a warning)."""
     if not any(get_preset(m).calibration for m in cfg.modes):
         return None

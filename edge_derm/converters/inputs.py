@@ -27,7 +27,7 @@ def load_run(run: Path) -> RunConfig:
     return read_run(run)
 
 
-def run_batch_size(run_cfg: dict[str, Any]) -> int:
+def run_batch_size(run_cfg: RunConfig) -> int:
     """The batch the run trained with: its explicit batch size, else classes x batch multiple."""
     schedule = run_cfg.get("schedule") or {}
     if schedule.get("batch_size"):
@@ -42,12 +42,12 @@ def load_keras(run: Path, run_cfg: RunConfig):
     return load_model(Path(run) / "model.keras", num_classes=len(run_cfg.classes), image_size=int(run_cfg.image_size))
 
 
-def _dataset_dir(run_cfg: dict[str, Any]) -> Path | None:
+def _dataset_dir(run_cfg: RunConfig) -> Path | None:
     data = run_cfg.get("data") or []
     return Path(data[-1]["dir"]) if data and data[-1].get("dir") else None
 
 
-def convert_inputs(cfg: ConvertConfig, run: Path, run_cfg: dict[str, Any]) -> list[Path]:
+def convert_inputs(cfg: ConvertConfig, run: Path, run_cfg: RunConfig) -> list[Path]:
     """What convert reads (``--out`` may not be, hold or lie inside any of it): the run's files, and the
     dataset folders (run data, ``--calibration``, ``--verify-data``) with their images."""
     from edge_derm.data.manifest import Manifest
@@ -61,7 +61,7 @@ def convert_inputs(cfg: ConvertConfig, run: Path, run_cfg: dict[str, Any]) -> li
     return inputs
 
 
-def pick_dataset(cfg: ConvertConfig, run_cfg: dict[str, Any], purpose: str) -> Path:
+def pick_dataset(cfg: ConvertConfig, run_cfg: RunConfig, purpose: str) -> Path:
     """The dataset folder for ``purpose``: verification prefers the run's own dataset, calibration and QAT
     ``--calibration``; ConversionError (naming what to pass) when neither is there."""
     run_data = _dataset_dir(run_cfg)
@@ -77,7 +77,7 @@ def pick_dataset(cfg: ConvertConfig, run_cfg: dict[str, Any], purpose: str) -> P
     return run_data
 
 
-def check_verify_data(path: Path, run_cfg: dict[str, Any]) -> None:
+def check_verify_data(path: Path, run_cfg: RunConfig) -> None:
     """ConfigError unless ``path`` is a dataset folder of the run's taxonomy whose classes the model has."""
     from edge_derm.data.manifest import Manifest
 
@@ -97,7 +97,7 @@ def check_verify_data(path: Path, run_cfg: dict[str, Any]) -> None:
                           f"{', '.join(classes)}: build it with --taxonomy {want}")
 
 
-def fidelity_sample(cfg: ConvertConfig, run_cfg: dict[str, Any]) -> ImageSample:
+def fidelity_sample(cfg: ConvertConfig, run_cfg: RunConfig) -> ImageSample:
     """The fidelity images: every image of ``--verify-data``, else the run dataset's validation + test images."""
     classes, size = list(run_cfg.classes), int(run_cfg.image_size)
     resize = run_cfg.get("resize_mode", "nearest")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_derm.artefacts import RunConfig
 from edge_derm.errors import ConversionError
 from edge_derm.progress import task
 
@@ -41,7 +42,7 @@ class _Made:
 class _Context:
     """What every mode of one convert call shares."""
 
-    def __init__(self, cfg: ConvertConfig, run: Path, run_cfg: dict[str, Any], model, tmp: Path):
+    def __init__(self, cfg: ConvertConfig, run: Path, run_cfg: RunConfig, model, tmp: Path):
         self.cfg, self.run, self.run_cfg, self.model, self.tmp = cfg, run, run_cfg, model, tmp
         self.classes = list(run_cfg.classes)
         self.size = int(run_cfg.image_size)
@@ -172,7 +173,7 @@ def _search(ctx: _Context, preset, io: str, extra: dict[str, Any]) -> _Made:
                  float_layers=bool(pick.recipe.float_layers), extra=extra)
 
 
-def _qat(cfg: ConvertConfig, run_cfg: dict[str, Any], model, classes: list[str], size: int, resize_mode: str):
+def _qat(cfg: ConvertConfig, run_cfg: RunConfig, model, classes: list[str], size: int, resize_mode: str):
     from edge_derm.data.manifest import Manifest
 
     from .qat import finetune
