@@ -49,6 +49,8 @@ from edge_derm.training.evaluate import read_run
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "qat")
 FOCUS = ("MM", "BCC")
+#: ``convert --keep-failed`` exits 1 when a mode misses its fidelity bar but writes it: it is measured anyway.
+KEPT = (0, 1)
 
 
 def test_split(run: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict | None]:
@@ -326,13 +328,13 @@ def measure_run(run: Path, title: str, a: argparse.Namespace, convert_common: li
         extra[f"int8 + float {float_ops}"] = sel_ops / "model.int8.tflite"
         if a.force or not (sel_ops / "model.json").is_file():
             edge_derm_cli(["convert", str(run), "--quantize", "int8", "--float-layers", float_ops, "--out",
-                           str(sel_ops), *convert_common])
+                           str(sel_ops), *convert_common], ok_codes=KEPT)
     if a.force or not (conv / "model.json").is_file():
         edge_derm_cli(["convert", str(run), *sum((["--quantize", m] for m in MODES), []), "--out", str(conv),
-                       *convert_common])
+                       *convert_common], ok_codes=KEPT)
     if a.force or not (sel / "model.json").is_file():
         edge_derm_cli(["convert", str(run), "--quantize", "int8", "--float-layers", "auto", "--out", str(sel),
-                       *convert_common])
+                       *convert_common], ok_codes=KEPT)
     control_path = run / "qat-control.keras"
     if a.force or not control_path.is_file():
         t0 = time.perf_counter()
