@@ -294,7 +294,7 @@ def test_benchmark_on_tflite_imports_no_tensorflow(bm_models, bm_dataset, tmp_pa
 def test_flops_count_and_measure_pair(bm_models):
     from edge_derm.benchmarks import flops
     from edge_derm.benchmarks.latency import open_interpreter
-    from benchmarks.measure_latency import measure_pair
+    from measure_latency import measure_pair
 
     assert flops.count_macs(open_interpreter(bm_models["fp32"], 1)) == 32 * 32 * 3 * 3  # the 1x1 head conv
     info = {"model": "x", "mhz": 2000.0, "flags": {"avx2", "fma"}, "cores": 4}

@@ -276,7 +276,7 @@ def test_ai_edge_quantizer_backend(cv_converted, cv_dataset):
 
 
 def test_measure_fidelity_goals():
-    from benchmarks import measure_fidelity as mf
+    import measure_fidelity as mf
 
     def row(method, agreement, mm, bcc, df1):
         return {"method": method, "top1_agreement": agreement, "delta_macro_f1_pp": df1,
@@ -319,7 +319,7 @@ def test_search_that_misses_the_bar_keeps_the_best_only_when_asked(collapse_run,
 def test_measure_fidelity_sensitivity_and_tables(cv_run, cv_dataset):
     """The float-sensitivity diagnostic perturbs one kernel at a time (every kernel has a row, most
     sensitive first, agreement a fraction of the images) and its table and the width sweep format."""
-    from benchmarks import measure_fidelity as mf
+    import measure_fidelity as mf
     from edge_derm.models import load_model
 
     sens = mf.sensitivity(cv_run, cv_dataset, None, n=12, top=2)

@@ -1,4 +1,4 @@
-"""benchmarks/measure_quantization.py: goals, deltas and the int8 size breakdown (the arithmetic
+"""benchmarks/scripts/measure_quantization.py: goals, deltas and the int8 size breakdown (the arithmetic
 behind the figures in benchmarks/results/quantization.md)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks import measure_quantization as mq
+import measure_quantization as mq
 
 
 def _row(name, macro_f1, size=None, mm=0.5, bcc=0.5, acc=0.6):

@@ -1,4 +1,4 @@
-"""The arithmetic of benchmarks/measure_recipes.py (intervals over splits, paired differences, goals)."""
+"""The arithmetic of benchmarks/scripts/measure_recipes.py (intervals over splits, paired differences, goals)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks import measure_recipes as mr
+import measure_recipes as mr
 
 
 def _row(f1, bal=0.5, mm=0.5, ece=0.05):

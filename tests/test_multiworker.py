@@ -404,7 +404,7 @@ def test_connection_errors_are_only_lost_peers():
 def test_benchmark_report_claims_follow_the_measurements():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "measure_multiworker.py"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scripts" / "measure_multiworker.py"
     spec = importlib.util.spec_from_file_location("measure_multiworker_under_test", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -99,7 +99,7 @@ def test_screenshot_in_headless_chromium(demo, tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("screenshot_report",
-                                                  Path(__file__).parents[1] / "benchmarks" / "screenshot_report.py")
+                                                  Path(__file__).parents[1] / "benchmarks" / "scripts" / "screenshot_report.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     if mod.find_chromium() is None:

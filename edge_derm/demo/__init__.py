@@ -20,7 +20,7 @@ elsewhere and renamed), and removed again if any stage fails, so a failed demo l
 half-written folder nor a half-written report; with ``force`` the previous demo folder is restored
 on failure and deleted only on success. Failing quantisation gates are reported in the summary, they
 do not fail the demo. Wall times and accuracies of both sizes: benchmarks/results/demo-*.json
-(``python -m benchmarks.measure_demo``).
+(``python benchmarks/scripts/measure_demo.py``).
 
 Modules: :mod:`.config` (options, sizes, schedule) and :mod:`.run` (the stages and the summary, it
 imports config); neither imports this ``__init__``.

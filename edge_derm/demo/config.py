@@ -1,7 +1,7 @@
 """The demo's options and sizes: the two demo sizes (full and ``--quick``), its schedule, ``DemoConfig``.
 
 No TensorFlow here; :mod:`edge_derm.demo.run` runs the stages. Wall times and accuracies of both
-sizes: benchmarks/results/demo-*.json (``python -m benchmarks.measure_demo``).
+sizes: benchmarks/results/demo-*.json (``python benchmarks/scripts/measure_demo.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Measure: input-pipeline throughput against a MobileNetV2 training step, and CLI start-up.
 
-    python -m benchmarks.measure_pipeline [--size 300] [--batches 40]
+    python benchmarks/scripts/measure_pipeline.py [--size 300] [--batches 40]
         [--train-steps 6] [--json out.json]
 
 * Pipeline: ``edge_derm.data.pipeline.make_dataset(training=True)`` at ``size`` (300) with the

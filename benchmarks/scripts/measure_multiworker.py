@@ -1,6 +1,6 @@
 """Measure: multi-worker training on one machine, one worker vs two local workers, same global batch.
 
-    python -m benchmarks.measure_multiworker [--work DIR] [--steps-per-epoch 20] \\
+    python benchmarks/scripts/measure_multiworker.py [--work DIR] [--steps-per-epoch 20] \\
         [--md benchmarks/results/multiworker.md]
 
 The same tiny job (the ``tiny`` test backbone, 32 px synthetic dermai13 images, the head step then
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks.common import RESULTS, cpu_flags
+from measure_common import RESULTS, cpu_flags
 
 PER_CLASS, IMAGE_PX, INPUT_PX, BATCH_MULTIPLE = 8, 48, 32, 2
 _log = logging.getLogger("measure_multiworker")
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                   "two_vs_one": max_diff(work / f"2w-w0-step{k}.npz", work / f"1w-w0-step{k}.npz")} for k in (0, 1)]
         facts = job_facts(work, args.steps_per_epoch)
     doc = {
-        "command": "python -m benchmarks.measure_multiworker " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/scripts/measure_multiworker.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": info,
         "job_facts": facts,
         "runs": runs,

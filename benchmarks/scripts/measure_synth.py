@@ -1,6 +1,6 @@
 """Measure: how hard the synthetic dataset is for a small plain CNN.
 
-    python -m benchmarks.measure_synth [--per-class 130] [--train 100] [--size 64]
+    python benchmarks/scripts/measure_synth.py [--per-class 130] [--train 100] [--size 64]
         [--epochs 30] [--seed 0] [--json out.json]
 
 Generates ``per_class`` images of each of the 13 dermai13 classes with

@@ -1,6 +1,6 @@
 """Measure: what each quantisation mode costs in accuracy and buys in size (issue 4, "Measured").
 
-    python -m benchmarks.measure_quantization --out quant-out [--quick]
+    python benchmarks/scripts/measure_quantization.py --out quant-out [--quick]
         [--shared ../shared] [--image-size 224] [--epochs-per-block 3] [--batch-multiple N]
         [--lr-head X] [--lr-backbone X] [--qat-epochs 2] [--skip-efficientnet]
         [--effnet-image-size N] [--effnet-unfreeze full] [--effnet-epochs N] [--size-study] [--force]
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks.common import SHARED, SHARED_HELP, edge_derm_cli
+from measure_common import SHARED, SHARED_HELP, edge_derm_cli
 from edge_derm.provenance import machine
 from edge_derm.training.evaluate import read_run
 

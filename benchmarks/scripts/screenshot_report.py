@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.screenshot_report RUN_OR_DEMO/report.html [--out shot.png] [--height 4000]
+    python benchmarks/scripts/screenshot_report.py RUN_OR_DEMO/report.html [--out shot.png] [--height 4000]
 
 (from the repository root).
 

@@ -1,6 +1,6 @@
 """Measure: the ``paper`` recipe against ``recommended`` (and ablations of it) on repeated grouped splits.
 
-    python -m benchmarks.measure_recipes --out /tmp/recipes \\
+    python benchmarks/scripts/measure_recipes.py --out /tmp/recipes \\
         [--splits 5] [--image-size 128] [--variants paper recommended ...] [--ablation-splits 2] \\
         [--md benchmarks/results/recipes.md] [--quick]
 
@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks import common
+import measure_common as common
 
 SHARED = Path(os.environ.get("EDGE_DERM_SHARED", common.SHARED))
 HAM = SHARED / "data" / "ham10000-dev"
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"machine": provenance.machine(), "versions": provenance.versions(), "alpha": a.alpha,
             "image_size": a.image_size, "splits": a.splits, "ablation_splits": a.ablation_splits,
             "variants": {v: VARIANTS[v] for v in a.variants},
-            "command": "python -m benchmarks.measure_recipes " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "command": "python benchmarks/scripts/measure_recipes.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     # The main variants on every split first, then the ablations: partial results are useful early.
     jobs = [(name, i) for i in range(len(splits)) for name in a.variants if not name.startswith("rec-")]
     # Ablations: the first --ablation-splits splits, and any further split whose run is already finished.

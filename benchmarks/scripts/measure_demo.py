@@ -1,7 +1,7 @@
 """Measure: wall time of ``edge-derm demo`` (default and ``--quick``) against its budgets, and how far
 above chance (1/13) its model lands on the synthetic test split.
 
-    python -m benchmarks.measure_demo [--only quick|default] [--keras-home DIR]
+    python benchmarks/scripts/measure_demo.py [--only quick|default] [--keras-home DIR]
         [--offline] [--json out.json] [--keep DIR] [-- EXTRA DEMO ARGS]
 
 Each demo runs in a fresh subprocess (``python -m edge_derm.cli ... demo --out TMP``, TensorFlow

@@ -1,6 +1,6 @@
 """Measure: the domain gap of a model and its quantised variants, in-domain vs another domain.
 
-    python -m benchmarks.measure_domain_shift --out /tmp/domain \\
+    python benchmarks/scripts/measure_domain_shift.py --out /tmp/domain \\
         [--image-size 128] [--alpha 0.35] [--md benchmarks/results/domain-shift.md]
 
 The only real images in ``../shared`` are HAM10000's (dermoscopy, ``../shared/data/ham10000-dev``), so
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks import common
+import measure_common as common
 
 SHARED = Path(os.environ.get("EDGE_DERM_SHARED", common.SHARED))
 HAM = SHARED / "data" / "ham10000-dev"
@@ -137,7 +137,7 @@ def write_results(a: argparse.Namespace, doc: dict, counts: dict, run: Path) -> 
            "isa": sorted(f for f in info["flags"] if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni"))}
     header = "| model | data | n | macro F1 % | bal. acc. % | MM sens. % | BCC sens. % | ECE | agree w/ fp32 % | absent % |"
     lines = ["# Domain shift: HAM10000-dev, other body sites (A) vs head and neck (B)", "",
-             f"Command: `.venv/bin/python -m benchmarks.measure_domain_shift --out {a.out}`  ",
+             f"Command: `.venv/bin/python benchmarks/scripts/measure_domain_shift.py --out {a.out}`  ",
              f"Machine: {cpu['model']}, {cpu['cores']} cores; "
              f"MobileNetV2 alpha {a.alpha}, {a.image_size} px, recipe recommended, trained on A's train part "
              f"({counts['A']} images in A, {counts['B']} in B); one training run, so no interval over splits.", "",

@@ -1,7 +1,7 @@
 """What the measurement scripts share: where the repository, its results and ``../shared`` are, running
 one ``edge-derm`` command in a fresh process, the CPU's ISA flags, and interleaved latency of several models.
 
-Not library code (the scripts print); imported by the scripts as ``benchmarks.common``.
+Not library code (the scripts print); imported by the scripts as ``measure_common``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import numpy as np
 from edge_derm.benchmarks.latency import summarize
 
 HERE = Path(__file__).resolve().parent
+#: The repository root. The scripts are never installed (``benchmarks/scripts/`` is no package of the
+#: distribution): they always sit in ``<repository>/benchmarks/scripts/``, so the root is two folders up
+#: (``pip install`` of the repository and the CLI's working folder).
+REPO_ROOT = HERE.parents[1]
 #: The results files the scripts regenerate.
-RESULTS = HERE / "results"
-#: The repository root. The scripts are never installed: they always sit in ``<repository>/benchmarks/``,
-#: so the root is their folder's parent (``pip install`` of the repository and the CLI's working folder).
-REPO_ROOT = HERE.parent
+RESULTS = REPO_ROOT / "benchmarks" / "results"
 #: Default of ``--shared`` (the folder holding ``data/`` and ``weights/``): ``../shared`` beside the repository root.
 SHARED = REPO_ROOT.parent / "shared"
 SHARED_HELP = "the folder holding data/ and weights/ (default: ../shared, relative to the repository root)"

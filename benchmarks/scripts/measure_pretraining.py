@@ -1,6 +1,6 @@
 """Measure: does ImageNet pre-training matter? MobileNetV2 alpha 0.35, ImageNet vs from scratch.
 
-    python -m benchmarks.measure_pretraining --out /tmp/pretraining \\
+    python benchmarks/scripts/measure_pretraining.py --out /tmp/pretraining \\
         [--image-size 224] [--epochs-per-block 3] [--steps-per-epoch N] [--bootstrap 1000] \\
         [--datasets synthetic ham10000] [--md benchmarks/results/pretraining.md] [--quick]
 
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks import common
+import measure_common as common
 
 SHARED = Path(os.environ.get("EDGE_DERM_SHARED", common.SHARED))
 WEIGHTS = SHARED / "weights" / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -196,7 +196,7 @@ def write_results(args: argparse.Namespace, rows: list[dict], info: dict) -> str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = " ".join([".venv/bin/python -m benchmarks.measure_pretraining",
+    command = " ".join([".venv/bin/python benchmarks/scripts/measure_pretraining.py",
                         *(argv if argv is not None else sys.argv[1:])])
     if not args.weights_file.is_file():
         print(f"error: ImageNet weights file not found: {args.weights_file} (see ../shared/weights/README.md)",

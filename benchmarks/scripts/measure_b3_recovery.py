@@ -1,6 +1,6 @@
 """Measure: EfficientNet-B3's post-training int8 collapse and its recovery by the recipe search (issue 12, item 4).
 
-    python -m benchmarks.measure_b3_recovery --out b3-out [--shared ../shared] [--image-size 128]
+    python benchmarks/scripts/measure_b3_recovery.py --out b3-out [--shared ../shared] [--image-size 128]
         [--epochs 1] [--min-agreement 0.97] [--skip-search] [--diagnose] [--md benchmarks/results/b3_recovery.md]
 
 No ImageNet weights for EfficientNet-B3 can be downloaded here, so each B3 is trained from scratch
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks.common import SHARED, SHARED_HELP, cpu_flags, edge_derm_cli, interleaved_median_ms, kernel_noise
-from benchmarks.measure_fidelity import WATCH
+from measure_common import SHARED, SHARED_HELP, cpu_flags, edge_derm_cli, interleaved_median_ms, kernel_noise
+from measure_fidelity import WATCH
 from edge_derm.provenance import machine, versions
 
 _log = logging.getLogger("measure_b3_recovery")
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         if data is not None:
             results[name], section = measure_dataset(args, name, data, out)
             md += section
-    command = "python -m benchmarks.measure_b3_recovery " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/scripts/measure_b3_recovery.py " + " ".join(sys.argv[1:] if argv is None else argv)
     doc = {"kind": "measure_b3_recovery", "image_size": args.image_size, "epochs": args.epochs,
            "min_agreement": args.min_agreement, "results": results, "machine": machine(), "cpu_isa": cpu_flags(),
            "load_average": os.getloadavg(), "versions": versions(), "command": command,

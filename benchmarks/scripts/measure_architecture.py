@@ -1,9 +1,9 @@
 """Measure the code's shape against issue 15's goals: module sizes, long functions, import cycles.
 
-    python -m benchmarks.measure_architecture [--md benchmarks/results/architecture.md] [--json out.json]
+    python benchmarks/scripts/measure_architecture.py [--md benchmarks/results/architecture.md] [--json out.json]
 
-Reads the source (``ast``; nothing is imported or run) of the installed package ``edge_derm/`` and of the
-measurement scripts in ``benchmarks/``, and reports:
+Reads the source (``ast``; nothing is imported or run) of the installed package (``edge_derm/``, ``converters/``,
+``benchmarks/``) and of the measurement scripts in ``benchmarks/scripts/``, and reports:
 
 - modules over ``--max-lines`` (500) lines;
 - functions and methods longer than ``--max-function`` (60) lines, from ``def`` to their last line, nested
@@ -25,8 +25,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent          # benchmarks/ (never installed: always in the repository)
-REPO = HERE.parent
+HERE = Path(__file__).resolve().parent          # benchmarks/scripts/ (never installed: always in the repository)
+REPO = HERE.parents[1]
+#: Source folders and the module names they import as (pyproject's package-dir); the scripts import each
+#: other by bare module name (their folder is first on sys.path when one runs).
+ROOTS = (("edge_derm", "edge_derm"), ("converters", "edge_derm.converters"), ("benchmarks", "edge_derm.benchmarks"),
+         ("benchmarks/scripts", ""))
 MAX_LINES, MAX_FUNCTION, MAX_LONG_FUNCTIONS = 500, 60, 5
 
 
@@ -47,14 +51,17 @@ class Shape:
 
 
 def module_files(repo: Path = REPO) -> dict[str, Path]:
-    """Module name -> file, for edge_derm/ and the measurement scripts (as ``benchmarks.*``)."""
+    """Module name -> file, for the installed package (edge_derm/, converters/, benchmarks/) and the scripts."""
     found: dict[str, Path] = {}
-    for package in ("edge_derm", "benchmarks"):
-        for path in sorted((repo / package).rglob("*.py")):
-            parts = list(path.relative_to(repo).with_suffix("").parts)
+    scripts = repo / "benchmarks" / "scripts"
+    for folder, prefix in ROOTS:
+        for path in sorted((repo / folder).rglob("*.py")):
+            if prefix and scripts in path.parents:
+                continue
+            parts = list(path.relative_to(repo / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            found[".".join(parts)] = path
+            found[".".join(p for p in [prefix, *parts] if p)] = path
     return found
 
 
@@ -143,8 +150,8 @@ def markdown(shape: Shape, max_lines: int = MAX_LINES, max_function: int = MAX_F
     """The results file."""
     goals = shape.goals()
     out = ["# Code shape (issue 15's goals)", "",
-           "`python -m benchmarks.measure_architecture --md benchmarks/results/architecture.md` "
-           f"(static: `ast` over edge_derm/ and benchmarks/; {shape.modules} modules, {shape.lines} lines).", "",
+           "`python benchmarks/scripts/measure_architecture.py --md benchmarks/results/architecture.md` "
+           f"(static: `ast` over edge_derm/, converters/, benchmarks/ and benchmarks/scripts/; {shape.modules} modules, {shape.lines} lines).", "",
            "| goal | met |", "|---|---|"]
     out += [f"| {goal} | {'yes' if met else '**no**'} |" for goal, met in goals.items()]
     out += ["", f"## Modules over {max_lines} lines", ""]

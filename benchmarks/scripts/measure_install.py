@@ -1,6 +1,6 @@
 """Measure: the runtime-only install against the full (train) install, and start-up times.
 
-    python -m benchmarks.measure_install --out /tmp/install [--model M.tflite --image I]
+    python benchmarks/scripts/measure_install.py --out /tmp/install [--model M.tflite --image I]
         [--md benchmarks/results/install.md]
 
 Creates two fresh virtual environments in ``--out``: ``pip install .`` (the runtime: predict, benchmark,
@@ -9,7 +9,7 @@ cache warm or cold as this machine has it; said in the output), its size on disk
 time of ``edge-derm --help`` and of one ``edge-derm predict`` (median of ``--repeats`` fresh processes),
 and whether TensorFlow is importable. Writes ``install.json`` / ``install.md`` into ``--out`` (and ``--md``;
 the repository's copy is ``benchmarks/results/install.md``). Run from the repository root; the repository it
-installs is the one this script sits in (``benchmarks.common.REPO_ROOT``).
+installs is the one this script sits in (``measure_common.REPO_ROOT``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO_ROOT  # the scripts are never installed: the repository is their folder's parent
+from measure_common import REPO_ROOT  # the scripts are never installed: the repository is two folders up
 
 _log = logging.getLogger("measure_install")
 
@@ -64,7 +64,7 @@ def install(venv: Path, spec: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=f"Installs the repository at {REPO_ROOT} (this script's parent folder's parent).")
+                                 epilog=f"Installs the repository at {REPO_ROOT} (two folders above this script: benchmarks/scripts/ is never installed).")
     ap.add_argument("--out", type=Path, required=True, help="a new folder for the two virtual environments")
     ap.add_argument("--model", type=Path, help="a .tflite for the predict start-up (default: none measured)")
     ap.add_argument("--image", type=Path, help="an image for the predict start-up")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu = cpu_info()
     lines = ["# Runtime-only vs full install", "",
-             f"`python -m benchmarks.measure_install --out DIR{' --model M --image I' if a.model else ''}`; "
+             f"`python benchmarks/scripts/measure_install.py --out DIR{' --model M --image I' if a.model else ''}`; "
              f"{cpu['model']}, {cpu['cores']} cores; pip's cache as this machine had it (a first install on a new "
              "machine downloads more); medians of "
              f"{a.repeats} fresh processes.", "",

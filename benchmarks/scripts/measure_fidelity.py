@@ -1,6 +1,6 @@
 """Measure: int8 fidelity methods side by side (issue 12, "Measured").
 
-    python -m benchmarks.measure_fidelity --out fidelity-out [--shared ../shared]
+    python benchmarks/scripts/measure_fidelity.py --out fidelity-out [--shared ../shared]
         [--run RUN] [--image-size 128] [--min-agreement 0.99] [--skip-qat] [--force]
 
 1. ``edge-derm data build ham10000 ../shared/data/ham10000-dev`` (dermai13, lesion-grouped split) and,
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from benchmarks.common import SHARED, SHARED_HELP, cpu_flags, edge_derm_cli, interleaved_median_ms, kernel_noise
+from measure_common import SHARED, SHARED_HELP, cpu_flags, edge_derm_cli, interleaved_median_ms, kernel_noise
 from edge_derm.provenance import machine, versions
 
 WEIGHTS = "weights/keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -148,10 +148,10 @@ def measure(files: dict[str, Path], run: Path, data: Path, rounds: int, runs: in
 
 def qat_vs_control(run: Path, data: Path, qat_file: Path, epochs: int = 1) -> dict:
     """QAT against its float control: the run's model fine-tuned with QAT's exact schedule in float
-    (``benchmarks.measure_quantization.float_control``). QAT changes the weights, so its file is compared
+    (``measure_quantization.float_control``). QAT changes the weights, so its file is compared
     with the model that had the same extra training without quantisation: top-1 agreement on every image
     and macro F1 on the test split (QAT's file, its control in Keras, and the fp32 run it started from)."""
-    from benchmarks.measure_quantization import float_control
+    from measure_quantization import float_control
     from edge_derm.converters.verify import fidelity
     from edge_derm.evaluation.metrics import compare_metrics, compute_metrics
     from edge_derm.runtime import TFLiteModel

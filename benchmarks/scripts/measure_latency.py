@@ -1,6 +1,6 @@
 """Measure: fp32 vs int8 latency of the three backbones on this CPU, and the harness overhead.
 
-    python -m benchmarks.measure_latency [--threads 1,2] [--runs 30] [--json out.json]
+    python benchmarks/scripts/measure_latency.py [--threads 1,2] [--runs 30] [--json out.json]
 
 For MobileNetV2 (224), EfficientNet-B3 (300) and ResNet50 (224), built with ``weights=None`` (latency
 does not depend on the weights' values) and the paper's head (1x1 conv, GAP, softmax), converted to
