@@ -12,7 +12,6 @@ resize and feed pixels. Blocks are named groups of layers (layer-name regexes), 
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -151,21 +150,3 @@ def check_imagenet(spec: BackboneSpec, alpha: float | None, size: int) -> None:
 
 def _fmt(values: tuple) -> str:
     return ", ".join(str(v) for v in values)
-
-
-# -- names that moved ----------------------------------------------------------------------------
-
-#: Names this module used to define, and the module that defines them now. Looked up lazily (only when
-#: an old import asks) so that the registry itself imports nothing of the package.
-_MOVED = {
-    "keras_cache_dir": "pretrained", "find_cached_imagenet": "pretrained",
-    "create_backbone": "build", "build_classifier": "build", "load_backbone_weights": "build",
-    "copy_weights": "build", "layer_blocks": "build", "count_params": "build", "load_model": "loader",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """Backward-compatible ``from edge_derm.models.registry import <moved name>``."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"edge_derm.models.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

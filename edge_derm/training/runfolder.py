@@ -69,7 +69,7 @@ def _imagenet_file(config: TrainConfig) -> str | None:
     if config.weights != "imagenet":
         return None
     from edge_derm.models import get_spec
-    from edge_derm.models.registry import find_cached_imagenet
+    from edge_derm.models.pretrained import find_cached_imagenet
 
     spec = get_spec(config.backbone)
     found = find_cached_imagenet(spec, config.alpha, config.image_size)
