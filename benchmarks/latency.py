@@ -2,7 +2,7 @@
 
 The timed loop is deliberately bare (``perf_counter`` around ``invoke()`` only, input set once
 before the warm-up) so that the harness adds almost nothing over a hand-written invoke loop;
-``benchmarks/measure_latency.py`` checks this.
+``benchmarks/scripts/measure_latency.py`` checks this.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ SEARCH_CANDIDATES = 6
 MAX_FLOAT_LAYERS = 3
 #: When the best full-integer recipe is this far below the bar, the error is a collapse, and a collapse spread
 #: over the network (EfficientNet-B3: every block alone costs 6-56 points, no group kept in float helps;
-#: benchmarks/measure_b3_recovery.py --diagnose) is out of reach of a few float layers, each greedy step of which
+#: benchmarks/scripts/measure_b3_recovery.py --diagnose) is out of reach of a few float layers, each greedy step of which
 #: costs SEARCH_CANDIDATES conversions: 16x8 (int16 activations) is tried before the greedy search.
 COLLAPSE_GAP = 0.10
 

@@ -20,7 +20,7 @@ from edge_derm.runtime import ModelInfo, TFLiteModel
 
 from .metadata import tensor_io
 from .presets import Preset, Tolerance
-from .standard_metadata import LABELS_FILE, read_associated_files
+from edge_derm.tflite_format.standard import LABELS_FILE, read_associated_files
 
 #: Probabilities are clipped here before KL (uint8 outputs round small probabilities to 0).
 KL_EPS = 1e-6

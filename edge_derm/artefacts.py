@@ -10,7 +10,9 @@ one place and an older or newer file gets one clear error instead of a guess.
   ``READS`` (upgrading them in ``_upgrade``), and refuses anything else with a one-line ``DataError`` that
   says what to do (rebuild / re-run with this edge-derm, or upgrade edge-derm).
 - Fields are the keys some reader uses; everything else a writer adds rides in ``extra`` unchanged, so
-  ``from_json(d).to_json() == d`` for every current document (tests/test_artefacts.py).
+  ``from_json(d).to_json() == d`` for every document this edge-derm writes (its writers build these types;
+  tests/test_artefacts.py and the writers' tests). ``to_json`` writes every field, so a hand-written document
+  that leaves an optional field out reads the same but is written back with that field null.
 
 No TensorFlow, no numpy: the runtime install reads these.
 """
@@ -27,7 +29,7 @@ from typing import Any, ClassVar, Mapping, TypeVar
 from edge_derm.errors import DataError
 
 __all__ = ["Artefact", "BenchmarkResults", "BenchmarkRow", "ConvertResult", "DatasetInfo", "DemoSummary",
-           "RunConfig", "VariantRecord", "detect", "DOCUMENTS"]
+           "RunConfig", "VariantRecord", "detect", "documents", "DOCUMENTS"]
 
 A = TypeVar("A", bound="Artefact")
 
@@ -187,7 +189,8 @@ class RunConfig(Artefact):
     @property
     def last_data(self) -> str | None:
         """The dataset folder of the final stage (calibration and evaluation default to it)."""
-        return str(self.data[-1]["dir"]) if self.data and isinstance(self.data[-1], Mapping) else None
+        last = self.data[-1] if self.data else None
+        return str(last["dir"]) if isinstance(last, Mapping) and last.get("dir") else None
 
 
 # -- dataset -----------------------------------------------------------------------------------------------
@@ -202,6 +205,14 @@ class DatasetInfo(Artefact):
 
     root: str = ""
     source: str | None = _opt()
+
+    @classmethod
+    def from_json(cls, doc: Any, *, source: str = "") -> "DatasetInfo":
+        """As :meth:`Artefact.from_json`; a document with no ``kind`` is an early build's, which wrote neither
+        ``kind`` nor ``format_version``: it is read as format 1."""
+        if isinstance(doc, Mapping) and "kind" not in doc:
+            doc = {"kind": cls.KIND, "format_version": 1, **doc}
+        return super().from_json(doc, source=source)
     taxonomy: str | None = _opt()
     classes: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -357,22 +368,32 @@ class DemoSummary(Artefact):
 DOCUMENTS: tuple[type[Artefact], ...] = (DemoSummary, RunConfig, ConvertResult, BenchmarkResults, DatasetInfo)
 
 
-def detect(folder: str | os.PathLike) -> Artefact | None:
-    """The artefact a folder holds (its FILENAME present and of its kind), or None.
+def documents(folder: str | os.PathLike,
+              types: tuple[type[Artefact], ...] = DOCUMENTS) -> list[tuple[Artefact, dict[str, Any]]]:
+    """The artefacts ``folder`` holds, each with its JSON object as written, in the order of ``types``.
 
     A file of the right name but another kind is skipped (a run's ``config.json`` beside a convert folder's
-    ``model.json``); a file of the right kind that cannot be read raises its DataError.
+    ``model.json``); a file that is not JSON, or of the right kind but unreadable, is a one-line DataError.
     """
     folder = Path(folder)
-    for cls in DOCUMENTS:
+    found = []
+    for cls in types:
         path = folder / cls.FILENAME
         if not path.is_file():
             continue
         try:
             with open(path, encoding="utf-8") as fh:
-                kind = json.load(fh).get("kind")
-        except (OSError, ValueError, AttributeError):
+                doc = json.load(fh)
+        except OSError:
             continue
-        if kind == cls.KIND:
-            return cls.read(path)
-    return None
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError
+            raise DataError(f"{path} is not valid JSON ({str(exc).splitlines()[0]}); regenerate it") from None
+        if isinstance(doc, dict) and doc.get("kind") == cls.KIND:
+            found.append((cls.from_json(doc, source=str(path)), doc))
+    return found
+
+
+def detect(folder: str | os.PathLike) -> Artefact | None:
+    """The first artefact (in :data:`DOCUMENTS` order) a folder holds, or None; see :func:`documents`."""
+    found = documents(folder)
+    return found[0][0] if found else None

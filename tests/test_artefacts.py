@@ -80,7 +80,29 @@ def test_folder_files_and_detect(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "model.json").write_text(json.dumps({"format_version": 1, "labels": []}))
-    assert art.detect(other) is None
+    assert art.detect(other) is None and art.documents(other) == []
+    # several documents in one folder, each with its JSON as written; a corrupt one is one line
+    both = tmp_path / "both"
+    both.mkdir()
+    art.RunConfig.from_json(RUN).write(both)
+    art.ConvertResult.from_json(CONVERT).write(both)
+    assert [(type(a), raw) for a, raw in art.documents(both)] == [(art.RunConfig, RUN), (art.ConvertResult, CONVERT)]
+    (both / "results.json").write_text("{cut")
+    with pytest.raises(DataError, match=r"results\.json is not valid JSON .*; regenerate it$"):
+        art.documents(both)
+
+
+def test_dataset_json_of_an_early_build_reads_as_format_1():
+    """Early builds wrote neither kind nor format_version; such a dataset.json still reads."""
+    early = {k: v for k, v in DATASET.items() if k not in ("kind", "format_version")}
+    assert art.DatasetInfo.from_json(early).to_json() == DATASET
+    with pytest.raises(DataError, match="no valid format_version"):  # a kind without a version is not early
+        art.DatasetInfo.from_json({**early, "kind": "dataset"})
+
+
+def test_run_config_last_data_tolerates_odd_entries():
+    assert art.RunConfig.from_json({**RUN, "data": [{"hash": "h"}]}).last_data is None
+    assert art.RunConfig.from_json({**RUN, "data": []}).last_data is None
 
 
 def test_benchmark_format_1_is_upgraded():

@@ -369,11 +369,18 @@ def test_failed_plan_into_an_empty_folder_leaves_it_empty(tmp_path, capsys, corp
 
 def test_report_on_a_foreign_layout_is_one_line(tmp_path, capsys):
     """A results.json whose per-class entries are not objects: the summary says the layout is unexpected,
-    in one line (it used to end in an AttributeError traceback)."""
+    in one line (it used to end in an AttributeError traceback). A row without its required keys is refused
+    earlier, by the artefact reader, in one line too."""
     bench = tmp_path / "bench"
     bench.mkdir()
-    (bench / "results.json").write_text(json.dumps({"kind": "benchmark", "rows": [
-        {"model": "m.tflite", "metrics": {"per_class": {"MM": 0.9}}}]}))
+    (bench / "results.json").write_text(json.dumps({"kind": "benchmark", "format_version": 2, "rows": [
+        {"model": "m.tflite", "device": "cpu", "threads": 1, "status": "ok",
+         "metrics": {"per_class": {"MM": 0.9}}}]}))
     assert main(["--quiet", "report", str(bench)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "expected layout" in err, err
+    (bench / "results.json").write_text(json.dumps({"kind": "benchmark", "format_version": 2, "rows": [
+        {"model": "m.tflite"}]}))
+    assert main(["--quiet", "report", str(bench)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "is missing 'device', 'threads', 'status'" in err, err

@@ -17,7 +17,7 @@ recipe; ``--keep-failed`` so that the collapsed file can be measured) and ``conv
 top-1 agreement with fp32, melanoma / BCC images that change class, size, and latency (1 thread,
 interleaved rounds, median). The CPU's ISA flags are recorded with the timings. Stages are reused
 when their output exists (``--force`` redoes all). Progress and the table go to the log (stderr).
-Run from the repository root (``../shared`` is relative to it); results: ``benchmarks/results/b3_recovery*.md``.
+Runs from any folder (the default ``--shared`` is ``../shared`` beside the repository root); results: ``benchmarks/results/b3_recovery*.md``.
 """
 
 from __future__ import annotations

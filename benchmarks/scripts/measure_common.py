@@ -33,12 +33,12 @@ ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"
 
 
 def edge_derm_cli(args: list[str], ok_codes: tuple[int, ...] = (0,), env: dict | None = None) -> int:
-    """Run one ``edge-derm`` command in a fresh process (in the repository root, with ``env`` added to this
+    """Run one ``edge-derm`` command in a fresh process (in this folder, with ``env`` added to this
     process's environment); stop the script on an exit code not in ``ok_codes``."""
     cmd = [sys.executable, "-c", "from edge_derm.cli import entry; entry()", "--quiet", *args]
     print("$ edge-derm " + " ".join(args), flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})})  # in the caller's folder, as its paths are
     if proc.returncode not in ok_codes:
         raise SystemExit(f"edge-derm {args[0]} failed (exit {proc.returncode})")
     print(f"  ({time.perf_counter() - t0:.0f} s, exit {proc.returncode})", flush=True)

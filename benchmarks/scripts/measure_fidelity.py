@@ -20,7 +20,7 @@
 
 Writes ``fidelity.json`` and ``fidelity.md`` into ``--out`` and prints the table (the repository's copies:
 ``benchmarks/results/fidelity*.md``). Stages are reused when their output exists (``--force`` redoes all).
-Run from the repository root; ``../shared`` is relative to it. A script, not library code: it prints.
+Runs from any folder (the default ``--shared`` is ``../shared`` beside the repository root). A script, not library code: it prints.
 """
 
 from __future__ import annotations

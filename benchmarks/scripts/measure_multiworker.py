@@ -21,7 +21,7 @@ it again without measuring).
 
 A script, not library code: it logs its progress and writes ``--md`` (default: this script's
 ``results/multiworker.md``) and its ``.json`` sibling (the machine: CPU model, flags, cores, load average
-at the start; the command line; the figures). Run from the repository root.
+at the start; the command line; the figures). Runs from any folder.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@
 Every stage is reused when its output exists in ``--out`` (``--force`` redoes all). Writes
 ``quantization.json`` and ``quantization.md`` into ``--out`` and prints the tables. ``--quick``
 (small images, a few steps) only checks that the whole chain runs: its figures are not results.
-Run from the repository root (``../shared`` is relative to it); results: ``benchmarks/results/quantization.md``.
+Runs from any folder (the default ``--shared`` is ``../shared`` beside the repository root); results: ``benchmarks/results/quantization.md``.
 A script, not library code: it prints.
 """
 

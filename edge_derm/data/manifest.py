@@ -142,8 +142,6 @@ def dataset_info(doc: Mapping[str, Any], *, source: str = "") -> DatasetInfo:
     Everything else (a wrong kind, a missing or newer ``format_version``, missing ``root``/``classes``)
     is the one-line DataError of :meth:`DatasetInfo.from_json`.
     """
-    doc = dict(doc)
-    doc.setdefault("kind", DatasetInfo.KIND)
     return DatasetInfo.from_json(doc, source=source)
 
 

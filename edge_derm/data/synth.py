@@ -6,7 +6,7 @@ and its variegation, border irregularity, asymmetry, size, texture, scale, eleva
 shading, vascular red, class-typical structures), and nuisances that do not depend on the class
 (lighting and white balance, exposure, blur, noise, JPEG artefacts, framing, hairs, rulers,
 surgical-marker ink). Class parameter ranges overlap on purpose, so the task is learnable but
-not trivial (see benchmarks/measure_synth.py).
+not trivial (see benchmarks/scripts/measure_synth.py).
 
 Every image has its own seed, derived from ``(seed, class index, image index)``, so the output
 does not depend on the order or the number of worker processes. The drawing itself is

@@ -3,7 +3,7 @@
 ``Painter.paint(cue)`` draws skin, then a lesion whose look is drawn inside the class's ``Cue`` ranges, its
 relief, class-independent clutter and camera effects. All randomness comes from the painter's ``rng`` and is
 drawn in a fixed order, so an image is a pure function of its seed: the tests and the measurement scripts
-(benchmarks/measure_*.py, whose figures in benchmarks/results/ were measured on these images) rely on the
+(benchmarks/scripts/measure_*.py, whose figures in benchmarks/results/ were measured on these images) rely on the
 exact pixels, so changing the order of any draw changes every image and needs a new
 ``synth.GENERATOR_VERSION``.
 """

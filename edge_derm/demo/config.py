@@ -46,7 +46,7 @@ class DemoSize:
 
 
 #: The default demo (budget 5 min on a 2-core CPU) and ``--quick`` (budget 90 s: fp32 and int8 only);
-#: measured by benchmarks/measure_demo.py (benchmarks/results/demo-*.json).
+#: measured by benchmarks/scripts/measure_demo.py (benchmarks/results/demo-*.json).
 DEMO_SIZES = {
     "default": DemoSize(backbone="mobilenet_v2", alpha=0.35, image_size=96, per_class=80, synth_size=128,
                         threads=(1, 2), runs=20, calibration_size=130, verify_size=65),

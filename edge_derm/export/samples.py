@@ -7,7 +7,6 @@ host runtime's predictions (:class:`edge_derm.runtime.TFLiteModel`, as ``edge-de
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -115,15 +114,7 @@ def expected_results(model: Path, meta: dict[str, Any], samples: list[Sample], b
         rows.append({"file": s.path.relative_to(base).as_posix(), "label": s.label,
                      "top1": labels[int(p.argmax())], "probs": [float(x) for x in p]})
     return {"format_version": FORMAT_VERSION, "generated_by": "edge-derm export android",
-            "model": MODEL_ASSET, "model_sha256": _sha256(model), "quantization": meta.get("quantization"),
+            "model": MODEL_ASSET, "model_sha256": provenance.hash_file(model), "quantization": meta.get("quantization"),
             "labels": labels, "input": {"size": meta["input"]["size"], "resize": meta["input"]["resize"]},
             "tolerance": {"prob_atol": prob_tolerance(meta)}, "samples": rows,
             "versions": provenance.versions()}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge_derm.artefacts import Artefact, BenchmarkResults, ConvertResult, DemoSummary, RunConfig
+from edge_derm.artefacts import Artefact, BenchmarkResults, ConvertResult, DemoSummary, RunConfig, documents
 from edge_derm.errors import DataError, EdgeDermError, OutputExistsError
 from edge_derm.reporting.document import ASSETS, Doc, render_html, render_markdown
 from edge_derm.reporting.files import read_json
@@ -45,14 +45,7 @@ class Section:
 
 def _sections_of(folder: Path) -> list[Section]:
     """The artefact documents ``folder`` holds (a file of the right name but another kind is skipped)."""
-    found = []
-    for kind, cls in KINDS:
-        f = folder / cls.FILENAME
-        if f.is_file():
-            doc = read_json(f)
-            if isinstance(doc, dict) and doc.get("kind") == kind:
-                found.append(Section(kind, folder, cls.from_json(doc, source=str(f)), doc))
-    return found
+    return [Section(doc.KIND, folder, doc, raw) for doc, raw in documents(folder, tuple(cls for _, cls in KINDS))]
 
 
 def find_sections(folder: Path) -> list[Section]:

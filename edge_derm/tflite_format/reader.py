@@ -21,7 +21,7 @@ from typing import Any
 from edge_derm.errors import ModelError
 
 METADATA_NAME = "edge_derm_metadata"
-# TFLite's standard metadata (converters/standard_metadata.py); its labels are zipped onto the file's end
+# TFLite's standard metadata (tflite_format/standard.py); its labels are zipped onto the file's end
 STANDARD_METADATA_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"TFL3"
 

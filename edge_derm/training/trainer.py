@@ -12,7 +12,7 @@ This module ties the stages of a run together; each lives in its own module:
 ``unfreeze = "full"`` (the from-scratch recipe, plan ``o``) is one step that trains every layer from the
 start, with BatchNorm momentum 0.9 while it trains so the moving averages follow the weights; the
 block-wise schedule leaves a random backbone at chance. The names this module re-exports (``predict``,
-``apply_schedule``, ``write_history``, ...) stay importable from here for existing callers.
+``apply_schedule``, ``make_train_function``, ``TrainingError``) stay importable from here for existing callers.
 """
 
 from __future__ import annotations
@@ -27,21 +27,17 @@ import edge_derm.training.distributed as distributed
 from edge_derm.artefacts import RunConfig
 from edge_derm.errors import ConfigError, data_error_from_tf
 from edge_derm.fsutil import check_not_input, read_json, write_json
-from edge_derm.training.batchnorm import recalibrate_batchnorm  # noqa: F401 (re-exported)
 from edge_derm.training.config import TrainConfig
 from edge_derm.training.data import TrainingData, carve_validation, load_data
 from edge_derm.training.loop import Fit, TrainingError, run_steps
-from edge_derm.training.runfolder import (FORMAT_VERSION, HISTORY_COLUMNS, images_per_second, new_state,  # noqa: F401
-                                          prepare_folder, read_run_config, run_config, save_model, train_inputs,
-                                          write_history)
-from edge_derm.training.schedule import apply_schedule, lr_schedule, make_strategy, make_train_function  # noqa: F401
-from edge_derm.training.scoring import (EVAL_BATCH, calibrate, evaluate_model, predict,  # noqa: F401
-                                        score_with_calibration)
+from edge_derm.training.runfolder import (images_per_second, new_state, prepare_folder, read_run_config,  # noqa: F401
+                                          run_config, save_model, train_inputs)
+from edge_derm.training.schedule import apply_schedule, make_strategy, make_train_function  # noqa: F401
+from edge_derm.training.scoring import calibrate, evaluate_model, predict, score_with_calibration  # noqa: F401
 from edge_derm.training.scoring import macro_f1 as _macro_f1  # noqa: F401 (tests import it from here)
 
-__all__ = ["EVAL_BATCH", "FORMAT_VERSION", "HISTORY_COLUMNS", "TrainingError", "apply_schedule", "evaluate_model",
-           "lr_schedule", "make_strategy", "make_train_function", "predict", "recalibrate_batchnorm", "run_config",
-           "save_model", "score_with_calibration", "train", "train_inputs", "write_history"]
+__all__ = ["TrainingError", "apply_schedule", "evaluate_model", "make_strategy", "make_train_function", "predict",
+           "run_config", "save_model", "score_with_calibration", "train", "train_inputs"]
 
 _log = logging.getLogger(__name__)
 
@@ -116,6 +112,10 @@ def _writes_folder(config: TrainConfig) -> bool:
 def _train(config: TrainConfig, out: Path, *, resume: bool, force: bool, evaluate: bool,
            on_step_end: Callable[[int, Any], None] | None, worker_timeout: float | None) -> dict[str, Any]:
     """:func:`train` without the clean-up of a failed new run: data, folder, strategy, steps, final files."""
+    # TensorFlow first: without the `train` extra the CLI's one line says to install it, before any data is
+    # read (a data error would only hide that the command cannot run here at all).
+    from edge_derm.models._tf import tf  # noqa: F401
+
     multi = config.distribute == "multiworker"
     # A malformed TF_CONFIG fails before anything is read or written.
     cluster = distributed.cluster_from_env() if multi else None
