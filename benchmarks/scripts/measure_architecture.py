@@ -1,6 +1,7 @@
 """Measure the code's shape against issue 15's goals: module sizes, long functions, import cycles.
 
     python benchmarks/scripts/measure_architecture.py [--md benchmarks/results/architecture.md] [--json out.json]
+        [--repo CHECKOUT]
 
 Reads the source (``ast``; nothing is imported or run) of the installed package (``edge_derm/``, ``converters/``,
 ``benchmarks/``) and of the measurement scripts in ``benchmarks/scripts/``, and reports:
@@ -165,12 +166,14 @@ def markdown(shape: Shape, max_lines: int = MAX_LINES, max_function: int = MAX_F
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=REPO,
+                        help="the checkout to measure (default: this one; e.g. an older commit's `git worktree`)")
     parser.add_argument("--max-lines", type=int, default=MAX_LINES)
     parser.add_argument("--max-function", type=int, default=MAX_FUNCTION)
     parser.add_argument("--md", type=Path, help="write the markdown results file here")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     a = parser.parse_args(argv)
-    shape = measure(REPO, a.max_lines, a.max_function)
+    shape = measure(a.repo, a.max_lines, a.max_function)
     text = markdown(shape, a.max_lines, a.max_function)
     print(text, end="")
     if a.md:
