@@ -36,10 +36,11 @@ import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from measure_common import SHARED, SHARED_HELP, cpu_flags, edge_derm_cli, interleaved_median_ms, kernel_noise
+from edge_derm.converters.presets import WATCH_CLASSES
 from edge_derm.provenance import machine, versions
 
 WEIGHTS = "weights/keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-WATCH = ("MM", "BCC")
+WATCH = WATCH_CLASSES  # melanoma and BCC, from the preset table
 
 
 def extra_recipes(run: Path, data: Path, out: Path, calibration_size: int) -> dict[str, Path]:

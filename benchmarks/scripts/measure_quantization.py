@@ -44,11 +44,11 @@ import numpy as np
 
 import edge_derm  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from measure_common import SHARED, SHARED_HELP, edge_derm_cli
+from edge_derm.converters.presets import MODES, WATCH_CLASSES  # every mode and the watched classes, from the one table
 from edge_derm.provenance import machine
 from edge_derm.training.evaluate import read_run
 
-MODES = ("fp32", "fp16", "dynamic", "int8", "qat")
-FOCUS = ("MM", "BCC")
+FOCUS = WATCH_CLASSES  # melanoma and BCC: the classes a flip makes dangerous
 #: ``convert --keep-failed`` exits 1 when a mode misses its fidelity bar but writes it: it is measured anyway.
 KEPT = (0, 1)
 
