@@ -7,7 +7,6 @@ Each returns a :class:`_Made` (bytes not yet embedded, written or verified); :mo
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,17 +90,13 @@ class _Context:
 
 
 def _latency_ms(path: Path, image: np.ndarray, runs: int = 10, content: bytes | None = None) -> float:
+    """Median latency (ms) of one invoke on ``image`` (one warm-up call), with the harness's timer."""
+    from edge_derm.benchmarks.latency import time_calls
     from edge_derm.runtime import TFLiteModel
 
     model = TFLiteModel(path, content=content, check_hash=False)
     model.set_input(image[None])
-    model.invoke_raw()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        model.invoke_raw()
-        times.append(time.perf_counter() - t0)
-    return round(float(np.median(times)) * 1000, 3)
+    return round(time_calls(model.invoke_raw, 1, runs).median_ms, 3)
 
 
 def _make(ctx: _Context, mode: str) -> _Made:
