@@ -7,7 +7,6 @@ Used for the FLOP lower bound: no implementation can beat ``MACs / peak MAC rate
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,10 +51,11 @@ def count_macs(interp: Any) -> int:
 
 def cpu_info() -> dict[str, Any]:
     """Model name, clock (MHz) and SIMD flags of this CPU from /proc/cpuinfo (Linux)."""
-    info: dict[str, Any] = {"model": "unknown", "mhz": None, "flags": set(), "cores": os.cpu_count() or 1}
-    path = Path("/proc/cpuinfo")
-    if not path.exists():
-        return info
+    from edge_derm.provenance import cpuinfo
+
+    raw = cpuinfo()
+    return {"model": raw.get("model name", "unknown"), "mhz": float(raw["cpu MHz"]) if raw.get("cpu MHz") else None,
+            "flags": set(raw.get("flags", "").split()), "cores": os.cpu_count() or 1}
     for line in path.read_text().splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip(), value.strip()

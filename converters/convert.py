@@ -37,14 +37,13 @@ from .inputs import (  # noqa: F401 - public names other modules import from her
     run_batch_size,
 )
 from .metadata import build_metadata, embed_built_metadata
-from .modes import _Context, _int8_collapse, _Made, _make  # noqa: F401 - tests drive the collapse check directly
+from .modes import _Context, _make
 from .presets import get_preset
 from .verify import verify_file
 
 _log = logging.getLogger(__name__)
-FORMAT_VERSION = ConvertResult.FORMAT_VERSION
 
-__all__ = ["ConvertConfig", "FORMAT_VERSION", "check_verify_data", "convert_inputs", "convert_run",
+__all__ = ["ConvertConfig", "check_verify_data", "convert_inputs", "convert_run",
            "fidelity_sample", "keras_predict", "load_keras", "load_run", "run_batch_size"]
 
 
@@ -99,7 +98,6 @@ def convert_run(cfg: ConvertConfig) -> dict[str, Any]:
             ctx.fid, ctx.keras_probs, ctx.calib = fid, keras_probs, calib
             for mode in cfg.modes:
                 _convert_mode(ctx, mode, outcome, config_hash, versions)
-            (tmp / "candidate.tflite").unlink(missing_ok=True)
             result = ConvertResult(run=str(run), requested=list(cfg.modes), failed=outcome.failed,
                                    summary=outcome.summary, variants=outcome.variants,
                                    extra={"config": cfg.as_dict(), "config_hash": config_hash,

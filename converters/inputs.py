@@ -42,8 +42,7 @@ def load_keras(run: Path, run_cfg: RunConfig):
 
 
 def _dataset_dir(run_cfg: RunConfig) -> Path | None:
-    data = run_cfg.get("data") or []
-    return Path(data[-1]["dir"]) if data and data[-1].get("dir") else None
+    return Path(run_cfg.last_data) if run_cfg.last_data else None
 
 
 def convert_inputs(cfg: ConvertConfig, run: Path, run_cfg: RunConfig) -> list[Path]:

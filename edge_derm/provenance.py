@@ -32,24 +32,28 @@ def versions() -> dict[str, str]:
     return out
 
 
-def cpuinfo_field(name: str) -> str:
-    """The first ``name`` line of ``/proc/cpuinfo`` (e.g. ``model name``, ``flags``); "" where there is none."""
+def cpuinfo() -> dict[str, str]:
+    """``/proc/cpuinfo`` as key -> value of its first processor (``model name``, ``cpu MHz``, ``flags``, ...);
+    empty where there is none (not Linux)."""
     from pathlib import Path
 
+    out: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.split(":", 1)[0].strip() == name:
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return ""
+        return out
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip(), value.strip())
+    return out
 
 
 def machine() -> dict[str, Any]:
     """The CPU a measurement ran on (model name, cores available to this process, Python)."""
     import os
 
-    model = cpuinfo_field("model name") or platform.processor() or platform.machine()
+    model = cpuinfo().get("model name") or platform.processor() or platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": model, "cores_available": cores, "python": platform.python_version(), "system": platform.system()}
 

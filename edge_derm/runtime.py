@@ -24,13 +24,8 @@ import numpy as np
 from edge_derm.errors import DataError, ModelError
 from edge_derm.tflite_format.reader import (  # noqa: F401 - the runtime's public names, re-exported
     FILE_IDENTIFIER,
-    FLOAT_TYPES,
     METADATA_NAME,
-    STANDARD_METADATA_NAME,
-    TENSOR_TYPES,
     ModelInfo,
-    OpInfo,
-    TensorInfo,
     decode_metadata,
     inspect_bytes,
     read_model,

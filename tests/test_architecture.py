@@ -52,10 +52,6 @@ def test_pyproject_lists_every_package_and_no_script():
         root = REPO / folder
         for init in root.rglob("__init__.py"):
             rel = init.parent.relative_to(root)
-            if rel.parts[:1] == ("scripts",) and name == "edge_derm.benchmarks":
-                continue
-            if name == "edge_derm" and rel.parts[:1] in (("converters",), ("benchmarks",)):
-                continue
             found.add(".".join([name, *rel.parts]))
     data_only = {f"{p}" for p in setup["package-data"]}
     assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"

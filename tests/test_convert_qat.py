@@ -100,7 +100,8 @@ def test_collapse_triggers_layer_report(cv_run, cv_dataset, tmp_path):
 
     from edge_derm.converters import tflite as tfl
     from edge_derm.converters.calibration import sample_images
-    from edge_derm.converters.convert import ConvertConfig, _Context, _int8_collapse, _Made, keras_predict
+    from edge_derm.converters.convert import ConvertConfig, keras_predict
+    from edge_derm.converters.modes import _Context, _int8_collapse, _Made
     from edge_derm.converters.presets import get_preset
     from edge_derm.models import build_classifier
 

@@ -20,11 +20,12 @@ import pytest
 from conftest import CV_CLASSES, CV_SIZE, REPO
 
 from edge_derm import cli
+from edge_derm.converters.presets import MODES as PRESET_MODES
 from edge_derm.tflite_format.standard import (CALIBRATION_FILE, DISPLAY_NAMES_FILE, LABELS_FILE,
                                              read_associated_files, standard_metadata)
 from edge_derm.runtime import TFLiteModel, read_metadata
 
-MODES = ["fp32", "fp16", "dynamic", "int8", "qat"]
+MODES = list(PRESET_MODES)
 CLIENTS_PYTHON = Path(os.environ.get("EDGE_DERM_CLIENTS_PYTHON", REPO / ".venv-clients" / "bin" / "python"))
 CLIENT = Path(__file__).parent / "clients" / "mediapipe_client.py"
 CALIBRATION = {"method": "temperature", "fitted_on": "val", "temperature": 1.7, "log_prior": [0.4, -0.3, 0.05],

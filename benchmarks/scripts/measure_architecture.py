@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import subprocess
 import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -147,12 +148,13 @@ def measure(repo: Path = REPO, max_lines: int = MAX_LINES, max_function: int = M
     return shape
 
 
-def markdown(shape: Shape, max_lines: int = MAX_LINES, max_function: int = MAX_FUNCTION) -> str:
-    """The results file."""
+def markdown(shape: Shape, max_lines: int = MAX_LINES, max_function: int = MAX_FUNCTION, *, commit: str = "",
+             command: str = "python benchmarks/scripts/measure_architecture.py") -> str:
+    """The results file (``commit``: the measured checkout's, when it is a git checkout)."""
     goals = shape.goals()
-    out = ["# Code shape (issue 15's goals)", "",
-           "`python benchmarks/scripts/measure_architecture.py --md benchmarks/results/architecture.md` "
-           f"(static: `ast` over edge_derm/, converters/, benchmarks/ and benchmarks/scripts/; {shape.modules} modules, {shape.lines} lines).", "",
+    out = [f"# Code shape (issue 15's goals){f' at commit {commit}' if commit else ''}", "",
+           f"`{command}` (static: `ast` over edge_derm/, converters/, benchmarks/ and benchmarks/scripts/; "
+           f"{shape.modules} modules, {shape.lines} lines).", "",
            "| goal | met |", "|---|---|"]
     out += [f"| {goal} | {'yes' if met else '**no**'} |" for goal, met in goals.items()]
     out += ["", f"## Modules over {max_lines} lines", ""]
@@ -174,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     a = parser.parse_args(argv)
     shape = measure(a.repo, a.max_lines, a.max_function)
-    text = markdown(shape, a.max_lines, a.max_function)
+    git = subprocess.run(["git", "-C", str(a.repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    command = " ".join(["python benchmarks/scripts/measure_architecture.py",
+                        *(argv if argv is not None else sys.argv[1:])])
+    text = markdown(shape, a.max_lines, a.max_function, commit=git.stdout.strip() if git.returncode == 0 else "",
+                    command=command)
     print(text, end="")
     if a.md:
         a.md.write_text(text, encoding="utf-8")

@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = args.out.resolve()
-    args.shared = args.shared.resolve()  # the edge-derm subprocesses run in the repository folder
+    args.shared = args.shared.resolve()  # absolute: the same folder whatever the working folder
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     md = (f"# EfficientNet-B3: int8 collapse and recovery ({args.image_size} px, from scratch)\n\n"

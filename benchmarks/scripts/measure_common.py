@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_derm.benchmarks.latency import summarize
-from edge_derm.provenance import cpuinfo_field
+from edge_derm.provenance import cpuinfo
 
 HERE = Path(__file__).resolve().parent
 #: The repository root. The scripts are never installed (``benchmarks/scripts/`` is no package of the
@@ -48,7 +48,7 @@ def edge_derm_cli(args: list[str], ok_codes: tuple[int, ...] = (0,), env: dict |
 
 def cpu_flags() -> dict:
     """The ISA flags of this CPU (``/proc/cpuinfo``): the full line and the SIMD ones that matter."""
-    line = cpuinfo_field("flags")
+    line = cpuinfo().get("flags", "")
     flags = set(line.split())
     return {"simd": [f for f in ISA if f in flags], "flags": line}
 

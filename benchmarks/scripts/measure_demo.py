@@ -9,7 +9,7 @@ start-up included), like a user's first command. Budgets: default <= 5 min, ``--
 2-core CPU. ``--keras-home`` points ``KERAS_HOME`` at a folder holding ImageNet weights (the
 pretrained path); ``--offline`` sets ``EDGE_DERM_OFFLINE`` (the from-scratch path, no network probe).
 
-Run from the repository root; the measured figures are ``benchmarks/results/demo-*.json`` (``--json``).
+Runs from any folder; the measured figures are ``benchmarks/results/demo-*.json`` (``--json``).
 A script, not library code: it prints its table.
 """
 

@@ -17,8 +17,8 @@ the manifest (this script), ``train`` (``--recipe recommended``, ImageNet weight
 ``convert`` (fp32, fp16, dynamic, int8; ``--keep-failed``, so that a variant below its fidelity bar is
 still measured, and the table says which passed), ``benchmark --data A --data B``. Finished steps in ``--out``
 are reused. Writes ``results.md`` / ``results.json`` into ``--out`` (and ``--md`` with its ``.json``; the
-repository's copy is ``benchmarks/results/domain-shift.md``). Run from the repository root: ``../shared``
-(or ``$EDGE_DERM_SHARED``) is relative to it.
+repository's copy is ``benchmarks/results/domain-shift.md``). Runs from any folder: ``../shared`` beside the
+repository root (or ``$EDGE_DERM_SHARED``) holds the data.
 """
 
 from __future__ import annotations

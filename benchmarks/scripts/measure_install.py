@@ -8,7 +8,7 @@ report, export; no TensorFlow) and ``pip install '.[train]'``. Reports each inst
 cache warm or cold as this machine has it; said in the output), its size on disk, and in each: the wall
 time of ``edge-derm --help`` and of one ``edge-derm predict`` (median of ``--repeats`` fresh processes),
 and whether TensorFlow is importable. Writes ``install.json`` / ``install.md`` into ``--out`` (and ``--md``;
-the repository's copy is ``benchmarks/results/install.md``). Run from the repository root; the repository it
+the repository's copy is ``benchmarks/results/install.md``). Runs from any folder; the repository it
 installs is the one this script sits in (``measure_common.REPO_ROOT``).
 """
 

@@ -14,7 +14,7 @@ fp32 and int8 (full integer, calibrated on random pixels: again only latency is 
 * the harness overhead: the harness median over the median of a bare ``interpreter.invoke()``
   loop timed in the same process, interleaved in rounds so drift hits both alike (goal: <= 5 %).
 
-Run from the repository root. The measured table is in ``benchmarks/README.md``. A script, not library
+Runs from any folder. The measured table is in ``benchmarks/README.md``. A script, not library
 code: it prints its table.
 """
 

@@ -26,8 +26,8 @@ image per class per batch), and ``rec-paper-lr``: ``recommended`` with the paper
 Finished runs in ``--out`` are reused, so a second call only trains what is missing. A script, not
 library code: it prints its table and writes ``results.json`` / ``results.md`` into ``--out`` (and to
 ``--md`` and its ``.json`` sibling when given, with the command line on top; the repository's copy is
-``benchmarks/results/recipes.md``). Run from the repository root: ``../shared`` (or ``$EDGE_DERM_SHARED``)
-is relative to it.
+``benchmarks/results/recipes.md``). Runs from any folder: ``../shared`` beside the repository root (or
+``$EDGE_DERM_SHARED``) holds the data.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def train(out: _Out, data: _Data = None, plan: _Plan = None, recipe: _Recipe = N
     if plan is not None:
         _check_plan_distribute(opts)
     if workers is not None:
-        _check_workers(workers, opts, plan)
+        _check_workers(workers, opts)
     if plan is not None:
         result = _train_plan(plan, opts, data, sets, out, resume=resume, force=force)
     else:
@@ -229,14 +229,13 @@ def _check_plan_distribute(opts: dict[str, Any], plan: Any = None) -> None:
                           "with --data, or drop --distribute multiworker")
 
 
-def _check_workers(workers: int, opts: dict[str, Any], plan: Optional[str]) -> None:
+def _check_workers(workers: int, opts: dict[str, Any]) -> None:
+    """--workers needs --distribute multiworker and no TF_CONFIG (a --plan with multiworker is refused earlier)."""
     import os
 
     if opts.get("distribute") != "multiworker":
         raise typer.BadParameter("--workers starts local workers for --distribute multiworker; pass both",
                                  param_hint="--workers")
-    if plan is not None:
-        raise typer.BadParameter("--workers runs one training run, not a --plan", param_hint="--workers")
     if os.environ.get("TF_CONFIG"):
         raise typer.BadParameter("--workers writes each local worker's TF_CONFIG itself; unset TF_CONFIG, or drop "
                                  "--workers to join the cluster that TF_CONFIG describes", param_hint="--workers")

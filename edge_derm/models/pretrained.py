@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge_derm.errors import ModelError
+from edge_derm.errors import ConfigError, ModelError
 from edge_derm.models.loader import first_line
 from edge_derm.models.registry import BackboneSpec, check_imagenet, get_spec
 
@@ -68,8 +68,12 @@ def file_input_size(spec: BackboneSpec, alpha: float | None, path: str | os.Path
 
 
 def has_imagenet(spec: BackboneSpec, alpha: float | None, size: int) -> bool:
-    """Whether ImageNet weights exist for this backbone, width multiplier and size."""
-    return spec.weights_file(alpha, size) is not None and (not spec.alphas or alpha in spec.alphas)
+    """Whether ImageNet weights exist for this backbone, width multiplier and size (the registry's rule)."""
+    try:
+        check_imagenet(spec, alpha, size)
+    except ConfigError:
+        return False
+    return True
 
 
 # -- loading (cache or download) -----------------------------------------------------------------

@@ -7,27 +7,6 @@
 - :mod:`.standard`: TFLite's standard ``TFLITE_METADATA`` flatbuffer and the associated-files archive that
   MediaPipe Tasks and the Android tooling read.
 
-No TensorFlow is imported by any of them. Modules of this package import each other's submodules, never
-this ``__init__``.
+No TensorFlow is imported by any of them. Import the submodule you need (the runtime needs only ``reader``,
+which imports neither ``writer`` nor ``flatbuffers``); this ``__init__`` re-exports nothing, so it loads nothing.
 """
-
-from .reader import (
-    FILE_IDENTIFIER,
-    FLOAT_TYPES,
-    METADATA_NAME,
-    STANDARD_METADATA_NAME,
-    TENSOR_TYPES,
-    ModelInfo,
-    OpInfo,
-    TensorInfo,
-    inspect_tflite,
-    read_metadata,
-    validate_tflite,
-)
-from .standard import pack_associated_files, read_associated_files, standard_metadata
-from .writer import embed_built_metadata, embed_metadata, object_io
-
-__all__ = ["FILE_IDENTIFIER", "FLOAT_TYPES", "METADATA_NAME", "STANDARD_METADATA_NAME", "TENSOR_TYPES",
-           "ModelInfo", "OpInfo", "TensorInfo", "embed_built_metadata", "embed_metadata", "inspect_tflite",
-           "object_io", "pack_associated_files", "read_associated_files", "read_metadata", "standard_metadata",
-           "validate_tflite"]
