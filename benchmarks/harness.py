@@ -16,18 +16,15 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_derm import progress
-from edge_derm.artefacts import FAILED_LOAD, FAILED_RUN, FAILED_VALIDATION, OK  # noqa: F401 - re-exported
+from edge_derm.artefacts import FAILED_LOAD, FAILED_RUN, OK, row_label
 from edge_derm.benchmarks.config import BenchmarkConfig, Gate
 from edge_derm.benchmarks.latency import PeakMemory, cpu_latency, open_model
 from edge_derm.benchmarks.models import (KERAS, ModelEntry, describe, display_names, is_run_folder,  # noqa: F401
                                          keras_entry, open_predictor, resolve_models)
-from edge_derm.converters.presets import MODES
 from edge_derm.errors import ConfigError, DataError, ModelError
 
 _log = logging.getLogger(__name__)
 
-#: The quantisation modes, in the converter's order (fp32 first); kept under this name for callers.
-QUANTIZATIONS = MODES
 EVAL_BATCH = 16
 
 
@@ -190,7 +187,7 @@ def check_gates(rows: list[dict[str, Any]], gates: list[Gate], classes: list[str
     failures: list[str] = []
     for row in rows:
         # the label names the row in the messages; the verdict itself is the row's gate_passed
-        label = f"{row['model']} ({row['device']}, {row['threads']} threads)"
+        label = row_label(row["model"], row["device"], row["threads"])
         before = len(failures)
         row["gate_passed"] = False
         if row["status"] != OK or row.get("metrics") is None:

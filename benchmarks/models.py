@@ -8,7 +8,6 @@ the convert folder's ``model.json`` record of it), never what its name suggests.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_derm.artefacts import FAILED_LOAD, FAILED_VALIDATION, OK, ConvertResult, VariantRecord
+from edge_derm.artefacts import FAILED_LOAD, FAILED_VALIDATION, OK, recorded_variant
 from edge_derm.benchmarks.latency import open_model
 from edge_derm.errors import DataError, ModelError
 
@@ -70,20 +69,12 @@ def resolve_models(items: list[Path]) -> list[Path]:
 def recorded_quantization(path: Path) -> str | None:
     """The quantisation the ``model.json`` beside ``path`` records for this file (a convert folder's
     ``ConvertResult``, or an exported model's flat ``VariantRecord`` naming it), or None."""
-    doc_path = path.parent / ConvertResult.FILENAME
-    if not doc_path.is_file():
-        return None
     try:
-        doc = json.loads(doc_path.read_text(encoding="utf-8"))
-        if isinstance(doc, dict) and doc.get("kind") == ConvertResult.KIND:
-            variants = ConvertResult.from_json(doc, source=str(doc_path)).variants
-            return next((v.quantization for key, v in variants.items()
-                         if (v.file or f"model.{key}.tflite") == path.name and v.quantization), None)
-        if isinstance(doc, dict) and doc.get("file") == path.name:
-            return VariantRecord.from_json(doc, source=str(doc_path)).quantization or None
-    except (OSError, ValueError, DataError) as exc:  # an unreadable record is no record
-        _log.info("%s: no quantisation recorded (%s)", doc_path, exc)
-    return None
+        record = recorded_variant(path)
+    except DataError as exc:  # an unreadable record is no record
+        _log.info("no quantisation recorded beside %s (%s)", path, exc)
+        return None
+    return (record.quantization or None) if record is not None else None
 
 
 def _quantization(path: Path, meta: dict) -> str:

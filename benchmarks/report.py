@@ -15,10 +15,11 @@ from typing import Any
 
 from edge_derm import provenance
 from edge_derm.artefacts import OK, BenchmarkResults, BenchmarkRow
-from edge_derm.benchmarks.harness import QUANTIZATIONS, BenchmarkResult
+from edge_derm.benchmarks.harness import BenchmarkResult
 from edge_derm.errors import DataError
 from edge_derm.fsutil import atomic_write_text, staged_dir
 from edge_derm.reporting import format as fmt
+from edge_derm.reporting.benchmark import latency
 
 _log = logging.getLogger(__name__)
 
@@ -80,11 +81,6 @@ def results_document(result: BenchmarkResult) -> BenchmarkResults:
                                    "versions": provenance.versions()})
 
 
-def results_json(result: BenchmarkResult) -> dict[str, Any]:
-    """The JSON object ``results.json`` holds (:func:`results_document`'s ``to_json()``)."""
-    return results_document(result).to_json()
-
-
 def write_results(out: Path, result: BenchmarkResult, force: bool = False) -> list[Path]:
     """Write ``results.csv``, ``results.json`` and the plots into ``out`` (atomically; --force to replace)."""
     with staged_dir(out, force, result.config.inputs()) as tmp:
@@ -109,7 +105,7 @@ def write_plots(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
         return written
     from edge_derm.evaluation.plots import plot_latency_f1
 
-    points = [{"label": f"{r['model']}", "latency_ms": r["latency_median_ms"] or r["latency_mean_ms"],
+    points = [{"label": f"{r['model']}", "latency_ms": latency(r),
                "macro_f1": r["metrics"]["macro_f1"], "group": f"{r['device']}, {r['threads']} thr",
                "size_bytes": r["size_mb"] * 1e6} for r in ok]
     try:
@@ -170,33 +166,6 @@ def absent_class_notes(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
-#: Columns of the side-by-side (domain-shift) view.
-DOMAIN_COLUMNS = ("model", "data", "n", "F1", "bal", "sens MM", "sens BCC", "ECE", "agree%", "absent%")
-
-
-def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
-    """Cells of the side-by-side view: for each model, one line per dataset (data 1 = the first --data); the
-    model is named on every line, so that piped output can be filtered with grep."""
-    def pct(v: Any) -> str:  # blank, not a dash: the terminal table and its TSV leave empty cells empty
-        return fmt.pct(v, 1, none="")
-
-    quant = {name: m.get("quantization") for d in domains for name, m in d["models"].items()}
-    order = {q: i for i, q in enumerate(QUANTIZATIONS)}  # fp32 first, then the quantised variants
-    names = sorted(dict.fromkeys(name for d in domains for name in d["models"]),
-                   key=lambda n: (order.get(quant[n], len(order)), n))
-    out = []
-    for name in names:
-        for i, d in enumerate(domains):
-            m = d["models"].get(name)
-            if m is None:
-                continue
-            sens = m.get("sensitivity") or {}
-            out.append([name, str(i + 1), str(m["n"]), pct(m["macro_f1"]), pct(m["balanced_accuracy"]),
-                        pct(sens.get("MM")), pct(sens.get("BCC")), f"{m['ece']:.3f}", pct(m["agreement"]),
-                        pct(m["absent_class_predictions"])])
-    return out
-
-
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     """The on-screen table's cells, rendered from the rows (failure reasons go to :func:`failure_notes`)."""
     def num(v: Any, spec: str) -> str:
@@ -214,6 +183,6 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                     num(None if acc is None else 100 * acc, ".1f"), num(m.get("macro_f1"), ".3f"),
                     num(None if d.get("macro_f1") is None else 100 * d["macro_f1"], "+.2f"),
                     num(None if dis is None else 100 * dis, ".1f"),
-                    ms(r["latency_median_ms"] if r["latency_median_ms"] is not None else r["latency_mean_ms"]),
+                    ms(latency(r)),
                     ms(r["latency_p90_ms"]), num(r["images_per_s"], ".0f"), num(r["peak_memory_mb"], ".1f")])
     return out

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Mapping, TypeVar
 from edge_derm.errors import DataError
 
 __all__ = ["Artefact", "BenchmarkResults", "BenchmarkRow", "ConvertResult", "DatasetInfo", "DemoSummary",
-           "RunConfig", "VariantRecord", "detect", "documents", "DOCUMENTS"]
+           "RunConfig", "VariantRecord", "detect", "documents", "recorded_variant", "DOCUMENTS"]
 
 A = TypeVar("A", bound="Artefact")
 
@@ -113,12 +113,7 @@ class Artefact:
             path = path / cls.FILENAME
         if not path.is_file():
             raise DataError(f"{path}: not found; {cls.HINT}")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            raise DataError(f"{path}: invalid JSON ({str(exc).splitlines()[0]}); {cls.HINT}") from None
-        return cls.from_json(doc, source=str(path))
+        return cls.from_json(_load_json(path, cls.HINT), source=str(path))
 
     # -- writing ---------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -156,6 +151,15 @@ class Artefact:
             value = getattr(self, key)
             return default if value is None else value
         return self.extra.get(key, default)
+
+
+def _load_json(path: Path, hint: str) -> Any:
+    """The parsed JSON of ``path``; a one-line DataError (ending in ``hint``) when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DataError(f"{path} is not valid JSON ({str(exc).splitlines()[0]}); {hint}") from None
 
 
 def _opt() -> Any:
@@ -242,6 +246,11 @@ class VariantRecord(Artefact):
     sha256: str | None = _opt()
     size_bytes: int | None = _opt()
 
+    def file_name(self, key: str) -> str:
+        """The file this record describes, as variant ``key`` of a convert folder (``model.<key>.tflite`` in
+        records from before ``file`` was recorded)."""
+        return self.file or f"model.{key}.tflite"
+
     @property
     def passed(self) -> bool | None:
         """Whether verification passed (None when the record carries no results)."""
@@ -265,6 +274,31 @@ class ConvertResult(Artefact):
     summary: list[dict[str, Any]] = field(default_factory=list)
     variants: dict[str, VariantRecord] = field(default_factory=dict)
 
+    def variant_for(self, filename: str) -> VariantRecord | None:
+        """The record of the variant written as ``filename`` (records from before ``file`` was recorded:
+        ``model.<key>.tflite``); None when none is."""
+        return next((v for key, v in self.variants.items() if v.file_name(key) == filename), None)
+
+
+def recorded_variant(model: str | os.PathLike) -> VariantRecord | None:
+    """The record of the .tflite ``model`` in the ``model.json`` beside it: its entry in a convert folder's
+    document, or an exported model's flat record whose ``file`` names it; None when there is no such file
+    or it records nothing of this model.
+
+    Raises:
+        DataError: ``model.json`` is there but is not valid JSON, or is a malformed document of either type.
+    """
+    model = Path(model)
+    path = model.parent / ConvertResult.FILENAME
+    if not path.is_file():
+        return None
+    doc = _load_json(path, ConvertResult.HINT)
+    if isinstance(doc, Mapping) and doc.get("kind") == ConvertResult.KIND:
+        return ConvertResult.from_json(doc, source=str(path)).variant_for(model.name)
+    if isinstance(doc, Mapping) and doc.get("file") == model.name:
+        return VariantRecord.from_json(doc, source=str(path))
+    return None
+
 
 # -- benchmark ---------------------------------------------------------------------------------------------
 #: A benchmark row's ``status``: ``ok`` or what went wrong (the harness and the Android runner write them).
@@ -275,8 +309,11 @@ FAILED_RUN = "failed to run"
 PARTIAL = "partially delegated"
 NOT_DELEGATED = "not delegated"
 THROTTLED = "throttled"
-#: Statuses of a row that ran, but not as asked (the benchmark exits 1 on them as on a failure).
-NOT_AS_ASKED = (PARTIAL, NOT_DELEGATED, THROTTLED)
+
+
+def row_label(model: Any, device: Any, threads: Any) -> str:
+    """How messages (gate failures, warnings) name a benchmark row: ``model (device, N threads)``."""
+    return f"{model} ({device}, {threads} threads)"
 
 
 @dataclass(kw_only=True)
@@ -309,7 +346,7 @@ class BenchmarkRow(Artefact):
     @property
     def label(self) -> str:
         """How messages name the row: ``model (device, N threads)``."""
-        return f"{self.model} ({self.device}, {self.threads} threads)"
+        return row_label(self.model, self.device, self.threads)
 
 
 @dataclass(kw_only=True)
@@ -341,7 +378,7 @@ class BenchmarkResults(Artefact):
         rows = []
         for row in doc.get("rows") or []:
             if isinstance(row, Mapping) and gates and "gate_passed" not in row:
-                label = f"{row.get('model')} ({row.get('device')}, {row.get('threads')} threads)"
+                label = row_label(row.get("model"), row.get("device"), row.get("threads"))
                 row = {**row, "gate_passed": not any(m.startswith(label) for m in failures)}
             rows.append(row)
         return {**doc, "rows": rows}
@@ -381,13 +418,7 @@ def documents(folder: str | os.PathLike,
         path = folder / cls.FILENAME
         if not path.is_file():
             continue
-        try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except OSError:
-            continue
-        except ValueError as exc:  # UnicodeDecodeError is a ValueError
-            raise DataError(f"{path} is not valid JSON ({str(exc).splitlines()[0]}); regenerate it") from None
+        doc = _load_json(path, "regenerate it")
         if isinstance(doc, dict) and doc.get("kind") == cls.KIND:
             found.append((cls.from_json(doc, source=str(path)), doc))
     return found

@@ -7,9 +7,6 @@ callers import.
 
 from __future__ import annotations
 
-from edge_derm.reporting.document import ASSETS, Doc, render_html, render_markdown
-from edge_derm.reporting.format import DASH
-from edge_derm.reporting.page import KINDS, REPORT_FILES, Report, Section, build_report, find_sections, write_report
+from edge_derm.reporting.page import Report, build_report, find_sections, write_report
 
-__all__ = ["ASSETS", "DASH", "Doc", "KINDS", "REPORT_FILES", "Report", "Section", "build_report", "find_sections",
-           "render_html", "render_markdown", "write_report"]
+__all__ = ["Report", "build_report", "find_sections", "write_report"]

@@ -14,7 +14,6 @@ file swapped after verification), so what runs is what was verified.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -66,32 +65,18 @@ def recorded_sha256(path: str | Path) -> str | None:
     ``sha256``) or the flat metadata of one model (``edge-derm export android``), which applies when its
     ``file`` names this file.
 
-    Both are read as :mod:`edge_derm.artefacts` types (``ConvertResult``, ``VariantRecord``).
+    Read through :func:`edge_derm.artefacts.recorded_variant` (the one lookup of a file's record).
 
     Raises:
         ModelError: ``model.json`` is there but is not valid JSON, or not a document of either type.
     """
-    path = Path(path)
-    doc_path = path.parent / "model.json"
-    if not doc_path.is_file():
-        return None
-    try:
-        doc = json.loads(doc_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(f"{doc_path} beside the model is not readable JSON ({exc}); convert again or remove it") from None
-    if not isinstance(doc, dict):
-        return None
-    from edge_derm.artefacts import ConvertResult, VariantRecord
+    from edge_derm.artefacts import recorded_variant
 
     try:
-        if doc.get("kind") == ConvertResult.KIND:
-            variants = ConvertResult.from_json(doc, source=str(doc_path)).variants
-            return next((v.sha256 for q, v in variants.items() if (v.file or f"model.{q}.tflite") == path.name), None)
-        if doc.get("file") != path.name:
-            return None
-        return VariantRecord.from_json(doc, source=str(doc_path)).sha256
+        record = recorded_variant(path)
     except DataError as exc:
-        raise ModelError(f"{exc} (the model.json beside the model; or remove it)") from None
+        raise ModelError(f"{exc} (the model.json beside the model; convert again or remove it)") from None
+    return record.sha256 if record is not None else None
 
 
 def _interpreter_class():

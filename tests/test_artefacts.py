@@ -45,7 +45,8 @@ DOCS = [(art.RunConfig, RUN), (art.DatasetInfo, DATASET), (art.VariantRecord, VA
 def test_round_trip(cls, doc, tmp_path):
     obj = cls.from_json(doc)
     assert obj.to_json() == doc
-    assert cls.from_json(obj.to_json()) == obj
+    # equality is over every key (extra ones too), so the file comparisons below can fail
+    assert cls.from_json({**doc, "added_key": 1}) != obj
     # through a file, atomically written
     path = obj.write(tmp_path / "doc.json")
     assert json.loads(path.read_text()) == doc
@@ -148,7 +149,7 @@ def test_bad_documents_give_one_line_errors(tmp_path):
         art.BenchmarkResults.from_json({**BENCH, "rows": {}})
     bad = tmp_path / "results.json"
     bad.write_text("{not json")
-    with pytest.raises(DataError, match="invalid JSON") as err:
+    with pytest.raises(DataError, match="is not valid JSON") as err:
         art.BenchmarkResults.read(tmp_path)
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match="not found; run `edge-derm demo` again"):

@@ -128,7 +128,7 @@ def _wilson(m: dict) -> str:
 
 
 def write_results(a: argparse.Namespace, doc: dict, counts: dict, run: Path) -> None:
-    from edge_derm.benchmarks.report import domain_rows
+    from edge_derm.reporting.benchmark import domain_rows
 
     from edge_derm.benchmarks.flops import cpu_info
 

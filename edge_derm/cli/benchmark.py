@@ -133,7 +133,7 @@ def _fail_on_rows(rows: list[dict], written: bool) -> None:
 
 def _print_domains(domains: list[dict]) -> None:
     """The side-by-side view: for each model, one line per dataset."""
-    from edge_derm.benchmarks.report import DOMAIN_COLUMNS, domain_rows
+    from edge_derm.reporting.benchmark import DOMAIN_COLUMNS, domain_rows
     from edge_derm.cli._tables import print_table
 
     print_table("across datasets (domain shift)", DOMAIN_COLUMNS, domain_rows(domains),

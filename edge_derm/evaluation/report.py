@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edge_derm.fsutil import atomic_write_text, write_json
-from edge_derm.reporting.document import Doc, md_table, render_markdown
-from edge_derm.reporting.format import DASH, interval, pct
-from edge_derm.reporting.metrics import evaluation_blocks, per_class_rows, summary_rows
+from edge_derm.reporting.document import Doc, render_markdown
+from edge_derm.reporting.metrics import evaluation_blocks
 
-__all__ = ["DASH", "interval", "md_table", "metrics_markdown", "pct", "per_class_rows", "summary_rows",
-           "write_evaluation"]
+__all__ = ["metrics_markdown", "write_evaluation"]
 
 
 def metrics_markdown(metrics: Mapping[str, Any], heading_level: int = 2) -> str:

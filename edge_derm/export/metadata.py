@@ -153,7 +153,7 @@ def _convert_record(doc_path: Path, model: Path) -> VariantRecord | None:
         result = ConvertResult.from_json(doc, source=str(doc_path))
     except DataError as exc:
         raise ModelError(str(exc)) from None
-    return next((v for q, v in result.variants.items() if (v.file or f"model.{q}.tflite") == model.name), None)
+    return result.variant_for(model.name)
 
 
 def check_tensors(model: Path, meta: dict[str, Any]) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge_derm.artefacts import OK, BenchmarkResults, BenchmarkRow, ConvertResult
+from edge_derm.artefacts import OK, BenchmarkResults, BenchmarkRow, recorded_variant
+from edge_derm.converters.presets import MODES
 from edge_derm.errors import DataError
 from edge_derm.reporting.document import Doc
 from edge_derm.reporting.files import rel
@@ -20,9 +21,11 @@ from edge_derm.reporting.format import DASH, auto, mb, num, pct, pp, slug, verdi
 SUMMARY_CLASSES = ("MM", "BCC")
 
 
-def latency(row: BenchmarkRow) -> Any:
-    """The row's median latency (ms), else its mean (a phone build that prints no median)."""
-    return row.latency_median_ms if row.latency_median_ms is not None else row.get("latency_mean_ms")
+def latency(row: BenchmarkRow | Mapping[str, Any]) -> Any:
+    """The row's median latency (ms), else its mean (a phone build that prints no median); a BenchmarkRow or
+    the harness's row dict."""
+    median = row.get("latency_median_ms")
+    return median if median is not None else row.get("latency_mean_ms")
 
 
 def size_bytes(row: BenchmarkRow) -> float | None:
@@ -67,20 +70,13 @@ def verification(row: BenchmarkRow, cache: dict[str, Any]) -> bool | None:
     it); None when there is no record of it."""
     if not row.path or not str(row.path).endswith(".tflite"):
         return None
-    path = Path(str(row.path))
-    doc = path.parent / ConvertResult.FILENAME
-    key = str(doc)
-    if key not in cache:
+    if row.path not in cache:
         try:
-            cache[key] = ConvertResult.read(doc) if doc.is_file() else None
+            cache[row.path] = recorded_variant(row.path)
         except DataError:
-            cache[key] = None
-    result = cache[key]
-    if result is None:
-        return None
-    from edge_derm.reporting.convert import variant_file
-
-    return next((rec.passed for q, rec in result.variants.items() if variant_file(q, rec) == path.name), None)
+            cache[row.path] = None
+    record = cache[row.path]
+    return record.passed if record is not None else None
 
 
 def latency_plot(doc: Doc, name: str, points: list[dict[str, Any]]) -> None:
@@ -225,7 +221,6 @@ def _per_class_tables(doc: Doc, per_model: dict) -> None:
 
 def _domain_table(doc: Doc, domains: list) -> None:
     """The side-by-side view of the datasets the models were scored on (domain shift)."""
-    from edge_derm.benchmarks.report import DOMAIN_COLUMNS, domain_rows
 
     domains = [d for d in domains if isinstance(d, Mapping) and isinstance(d.get("models"), Mapping)]
     if not domains:
@@ -245,4 +240,31 @@ def _provenance(result: BenchmarkResults) -> dict[str, Any]:
         out["versions"] = result.get("versions")
     if result.get("devices"):
         out["devices"] = result.get("devices")
+    return out
+
+
+#: Columns of the side-by-side (domain-shift) view.
+DOMAIN_COLUMNS = ("model", "data", "n", "F1", "bal", *(f"sens {c}" for c in SUMMARY_CLASSES), "ECE", "agree%", "absent%")
+
+
+def domain_rows(domains: list[dict[str, Any]]) -> list[list[str]]:
+    """Cells of the side-by-side view: for each model, one line per dataset (data 1 = the first --data); the
+    model is named on every line, so that piped output can be filtered with grep."""
+    def cell(v: Any) -> str:  # blank, not a dash: the terminal table and its TSV leave empty cells empty
+        return pct(v, 1, none="")
+
+    quant = {name: m.get("quantization") for d in domains for name, m in d["models"].items()}
+    order = {q: i for i, q in enumerate(MODES)}  # fp32 first, then the quantised variants
+    names = sorted(dict.fromkeys(name for d in domains for name in d["models"]),
+                   key=lambda n: (order.get(quant[n], len(order)), n))
+    out = []
+    for name in names:
+        for i, d in enumerate(domains):
+            m = d["models"].get(name)
+            if m is None:
+                continue
+            sens = m.get("sensitivity") or {}
+            out.append([name, str(i + 1), str(m["n"]), cell(m["macro_f1"]), cell(m["balanced_accuracy"]),
+                        *(cell(sens.get(c)) for c in SUMMARY_CLASSES), f"{m['ece']:.3f}", cell(m["agreement"]),
+                        cell(m["absent_class_predictions"])])
     return out

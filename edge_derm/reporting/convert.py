@@ -11,12 +11,6 @@ from edge_derm.reporting.files import file_size, hash_files, rel
 from edge_derm.reporting.format import DASH, fmt, mb, pct, verdict
 
 
-def variant_file(key: str, record: VariantRecord) -> str:
-    """The file name of a variant of a convert folder (its record's ``file``; ``model.<key>.tflite`` in
-    records written before ``file`` was)."""
-    return record.file or f"model.{key}.tflite"
-
-
 def convert_section(doc: Doc, path: Path, result: ConvertResult, root: Path, prov: list) -> None:
     """Variant table of a convert folder: size, dtypes, verification against the Keras model."""
     name = rel(path, root)
@@ -25,7 +19,7 @@ def convert_section(doc: Doc, path: Path, result: ConvertResult, root: Path, pro
     doc.kv([("source run", result.run), ("variants", ", ".join(variants) or None)])
     rows, mismatches = [], []
     for q, rec in variants.items():
-        f = path / variant_file(q, rec)
+        f = path / rec.file_name(q)
         ver = rec.verification or {}
         passed = rec.passed
         problem = file_disagrees(f, rec)
@@ -51,8 +45,8 @@ def convert_section(doc: Doc, path: Path, result: ConvertResult, root: Path, pro
     provenance = {q: rec.get("provenance") for q, rec in variants.items()}
     versions = next((p["versions"] for p in provenance.values() if isinstance(p, dict) and p.get("versions")), None)
     prov.append((f"Conversion: {name}", {"run": result.run, "versions": versions, "provenance": provenance},
-                 [(f"sha256 {variant_file(q, rec)}", h) for q, rec in variants.items()
-                  for _, h in hash_files(path, [variant_file(q, rec)])]))
+                 [(f"sha256 {rec.file_name(q)}", h) for q, rec in variants.items()
+                  for _, h in hash_files(path, [rec.file_name(q)])]))
 
 
 def file_disagrees(f: Path, record: VariantRecord) -> str | None:

@@ -112,13 +112,10 @@ def summary_section(doc: Doc, sections: list[Section], root: Path) -> None:
 
 def demo_section(doc: Doc, folder: Path) -> None:
     """A short "Demo" section from ``summary.json`` (written by ``edge-derm demo``), when present."""
-    path = folder / DemoSummary.FILENAME
-    if not path.is_file():
+    found = documents(folder, (DemoSummary,))
+    if not found:
         return
-    raw = read_json(path)
-    if not isinstance(raw, dict) or raw.get("kind") != DemoSummary.KIND:
-        return
-    s = DemoSummary.from_json(raw, source=str(path))
+    s = found[0][0]
     doc.h(2, "Demo")
     w, t, m, g = (s.get(k) or {} for k in ("weights", "training", "metrics", "gates"))
     keras = m.get("keras") or {}
