@@ -8,10 +8,10 @@ from typing import List, Optional
 
 import typer
 
+from edge_derm.cli._choices import Mode as Quantize
 from edge_derm.converters.presets import IO_TYPES, PRESETS
 
 # One table drives the choices: the presets.
-Quantize = Enum("Quantize", {name: name for name in PRESETS}, type=str)
 IoType = Enum("IoType", {name: name for name in IO_TYPES}, type=str)
 
 _MODES_HELP = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from edge_derm.converters.presets import MODES
-
-# One table drives the choices: the quantisation presets (their names, MODES).
-Variant = Enum("Variant", {name: name for name in MODES}, type=str)
+from edge_derm.cli._choices import Mode as Variant
 
 export_app = typer.Typer(help="Put a converted model into an app.", no_args_is_help=True)
 
