@@ -114,7 +114,7 @@ def expected_results(model: Path, meta: dict[str, Any], samples: list[Sample], b
         rows.append({"file": s.path.relative_to(base).as_posix(), "label": s.label,
                      "top1": labels[int(p.argmax())], "probs": [float(x) for x in p]})
     return {"format_version": FORMAT_VERSION, "generated_by": "edge-derm export android",
-            "model": MODEL_ASSET, "model_sha256": provenance.hash_file(model), "quantization": meta.get("quantization"),
+            "model": MODEL_ASSET, "model_sha256": tfl.sha256, "quantization": meta.get("quantization"),
             "labels": labels, "input": {"size": meta["input"]["size"], "resize": meta["input"]["resize"]},
             "tolerance": {"prob_atol": prob_tolerance(meta)}, "samples": rows,
             "versions": provenance.versions()}
