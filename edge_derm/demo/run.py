@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from edge_derm.artefacts import BenchmarkRow, DemoSummary
+from edge_derm.artefacts import DemoSummary
 from edge_derm.demo.config import BN_IMAGES, CHANCE, STAGES, TAXONOMY, WATCH, DemoConfig, Schedule, schedule_for
 from edge_derm.errors import OutputExistsError
 from edge_derm.fsutil import read_json
@@ -268,15 +268,16 @@ def _headline(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m.get(k) for k in ("n", "accuracy", "macro_f1", "weighted_f1", "balanced_accuracy")}
 
 
-def _variants(rows: list[BenchmarkRow]) -> dict[str, Any]:
-    """Per quantisation: size, accuracy, macro F1, deltas, the watched class's sensitivity and the CPU latencies."""
+def _variants(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per quantisation: size, accuracy, macro F1, deltas, the watched class's sensitivity and the CPU latencies
+    (``rows``: the harness's rows, each with the keys a :class:`~edge_derm.artefacts.BenchmarkRow` has)."""
     out: dict[str, Any] = {}
     for r in rows:
-        m, d = r.metrics or {}, r.deltas or {}
-        v = out.setdefault(r.quantization, {
-            "model": r.model, "status": r.status, "size_mb": r.size_mb, "accuracy": m.get("accuracy"),
+        m, d = r["metrics"] or {}, r.get("deltas") or {}
+        v = out.setdefault(r["quantization"], {
+            "model": r["model"], "status": r["status"], "size_mb": r["size_mb"], "accuracy": m.get("accuracy"),
             "macro_f1": m.get("macro_f1"), "delta_macro_f1": d.get("macro_f1"),
             f"sensitivity_{WATCH.lower()}": ((m.get("per_class") or {}).get(WATCH) or {}).get("sensitivity"),
             "latency_ms": {}})
-        v["latency_ms"][str(r.threads)] = r.latency_median_ms
+        v["latency_ms"][str(r["threads"])] = r["latency_median_ms"]
     return out
